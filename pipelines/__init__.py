@@ -1,0 +1,1 @@
+"""xmargin package."""

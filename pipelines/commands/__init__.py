@@ -1,0 +1,1 @@
+"""Command modules of the xmargin CLI, one per area."""

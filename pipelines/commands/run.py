@@ -1,0 +1,9 @@
+"""CLI commands: run (placeholder, filled in by the run area)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this area's commands to the CLI."""
