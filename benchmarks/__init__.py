@@ -1,0 +1,1 @@
+"""Benchmarks run by ``make bench``: one ``bench_<area>.py`` module per area."""
