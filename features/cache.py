@@ -1,0 +1,118 @@
+"""A Parquet cache of validated files, so repeated loads skip CSV parsing and validation.
+
+The cache lives in ``<data_dir>/.cache/`` and mirrors the data layout
+(``.cache/binance_spot_1h/BTCUSDT_1h.parquet``). Each entry records the SHA-256 of the source
+file it was built from; an entry whose digest no longer matches is rebuilt, so editing,
+replacing or re-syncing a source file (even with the same size and mtime) invalidates it.
+Entries are written atomically; a read-only data directory simply runs without a cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from features.layout import SourceSpec
+from features.validation import load_validated
+
+log = logging.getLogger(__name__)
+
+CACHE_DIR = ".cache"
+#: Bump when the cached representation changes; older entries are then rebuilt.
+CACHE_VERSION = "1"
+_KEY_DIGEST = b"xmargin.source_sha256"
+_KEY_VERSION = b"xmargin.cache_version"
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 hex digest of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_path(data_dir: Path, source: Path) -> Path:
+    """Where the cache entry of ``source`` lives."""
+    relative = Path(source).resolve().relative_to(Path(data_dir).resolve())
+    name = relative.name.removesuffix(".gz").removesuffix(".csv") + ".parquet"
+    return Path(data_dir) / CACHE_DIR / relative.parent / name
+
+
+def _read_entry(entry: Path, digest: str) -> pd.DataFrame | None:
+    try:
+        meta = pq.read_schema(entry).metadata or {}
+    except (OSError, pa.ArrowException):
+        return None
+    if meta.get(_KEY_DIGEST) != digest.encode() or meta.get(_KEY_VERSION) != CACHE_VERSION.encode():
+        return None
+    return pq.read_table(entry).to_pandas()
+
+
+def _write_entry(entry: Path, frame: pd.DataFrame, digest: str) -> None:
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    meta = dict(table.schema.metadata or {})
+    meta.update({_KEY_DIGEST: digest.encode(), _KEY_VERSION: CACHE_VERSION.encode()})
+    table = table.replace_schema_metadata(meta)
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=".tmp-", suffix=".parquet")
+        os.close(fd)
+        try:
+            pq.write_table(table, tmp)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, entry)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError as exc:  # read-only or full data directory: run without a cache
+        log.debug("parquet cache not written for %s: %s", entry, exc)
+
+
+def store(data_dir: Path, source: Path, frame: pd.DataFrame, digest: str) -> None:
+    """Write the cache entry of ``source`` (a validated frame whose file has ``digest``)."""
+    try:
+        entry = cache_path(data_dir, source)
+    except ValueError:
+        return
+    _write_entry(entry, frame, digest)
+
+
+def read_validated(
+    path: Path, spec: SourceSpec, name: str, data_dir: Path | None, use_cache: bool = True
+) -> pd.DataFrame:
+    """Validated contents of ``path`` (``timestamp`` as a column), through the cache.
+
+    Parameters
+    ----------
+    path:
+        The gzip CSV source file.
+    spec:
+        Its kind.
+    name:
+        Name used in error messages (path relative to the data directory).
+    data_dir:
+        Root holding the ``.cache`` folder; ``None`` or ``use_cache=False`` bypass the cache.
+    """
+    if data_dir is None or not use_cache:
+        return load_validated(path, spec, name)
+    try:
+        entry = cache_path(data_dir, path)
+    except ValueError:
+        return load_validated(path, spec, name)
+    digest = file_digest(path)
+    if entry.is_file():
+        cached = _read_entry(entry, digest)
+        if cached is not None:
+            return cached
+    frame = load_validated(path, spec, name)
+    _write_entry(entry, frame, digest)
+    return frame
