@@ -10,6 +10,7 @@ and the median what-if latency.
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import resource
@@ -46,6 +47,7 @@ def _last_close(path: Path) -> float:
     return float(pd.read_csv(path).iloc[-1]["close"])
 
 
+@functools.lru_cache(maxsize=1)
 def market_inputs() -> tuple[dict[str, float], dict[str, float], str]:
     """Index (last close) and ATM vol per underlying from the shared data, with the source."""
     spot_dir = SHARED_DATA / "binance_spot_1h"
@@ -167,7 +169,7 @@ def synthetic_instruments(
 def synthetic_book(n_accounts: int, seed: int = 7) -> Book:
     """A realistic mix: perp traders, basis trades, option spreads, hedged option books."""
     index, atm, _ = market_inputs()
-    table, market = synthetic_instruments(index, atm)
+    table, market = synthetic_instruments(dict(index), dict(atm))
     rng = np.random.default_rng(seed)
     und_weights = np.array([0.5, 0.35, 0.15])
     n_legs = 1 + rng.poisson(6.9, n_accounts)  # mean ~8 positions (option legs come in pairs)

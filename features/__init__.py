@@ -19,19 +19,26 @@ from features.realized import (
     rogers_satchell,
     yang_zhang,
 )
+from features.reference_price import reference_price
+from features.summary import DataCheck, check_data_dir
+from features.sync import sync_from_mirror
 
 __all__ = [
     "FEATURE_COLUMNS",
     "HORIZONS",
     "SYMBOLS",
+    "DataCheck",
     "DataValidationError",
     "MarketHistory",
     "MissingDataError",
     "build_daily_panel",
+    "check_data_dir",
     "daily_realized_measures",
     "garman_klass",
     "load_market_history",
     "parkinson",
+    "reference_price",
     "rogers_satchell",
+    "sync_from_mirror",
     "yang_zhang",
 ]

@@ -1,9 +1,12 @@
-"""A Parquet cache of validated files, so repeated loads skip CSV parsing and validation.
+"""An Arrow cache of validated files, so repeated loads skip CSV parsing and validation.
 
-The cache lives in ``<data_dir>/.cache/`` and mirrors the data layout
-(``.cache/binance_spot_1h/BTCUSDT_1h.parquet``). Each entry records the SHA-256 of the source
-file it was built from; an entry whose digest no longer matches is rebuilt, so editing,
-replacing or re-syncing a source file (even with the same size and mtime) invalidates it.
+Entries are uncompressed Arrow IPC files (Feather v2): reading one is little more than a
+memory copy, about four times faster than Parquet for these frames. The cache lives in
+``<data_dir>/.cache/`` and mirrors the data layout
+(``.cache/binance_spot_1h/BTCUSDT_1h.arrow``). Each entry records the SHA-256 of the source
+file it was built from and the version of the validation rules; an entry whose digest or
+version no longer matches is rebuilt, so editing, replacing or re-syncing a source file (even
+with the same size and mtime) or changing the rules invalidates it.
 Entries are written atomically; a read-only data directory simply runs without a cache.
 """
 
@@ -17,16 +20,18 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.feather as feather
 
+from features import validation
 from features.layout import SourceSpec
 from features.validation import load_validated
 
 log = logging.getLogger(__name__)
 
 CACHE_DIR = ".cache"
-#: Bump when the cached representation changes; older entries are then rebuilt.
-CACHE_VERSION = "1"
+#: Bump when the cached representation changes; older entries are then rebuilt. The digest
+#: of the validation rules' source is part of the key too, so changed rules re-validate.
+CACHE_VERSION = "1-" + hashlib.sha256(Path(validation.__file__).read_bytes()).hexdigest()[:16]
 _KEY_DIGEST = b"xmargin.source_sha256"
 _KEY_VERSION = b"xmargin.cache_version"
 
@@ -43,18 +48,23 @@ def file_digest(path: Path) -> str:
 def cache_path(data_dir: Path, source: Path) -> Path:
     """Where the cache entry of ``source`` lives."""
     relative = Path(source).resolve().relative_to(Path(data_dir).resolve())
-    name = relative.name.removesuffix(".gz").removesuffix(".csv") + ".parquet"
+    name = relative.name.removesuffix(".gz").removesuffix(".csv") + ".arrow"
     return Path(data_dir) / CACHE_DIR / relative.parent / name
 
 
 def _read_entry(entry: Path, digest: str) -> pd.DataFrame | None:
     try:
-        meta = pq.read_schema(entry).metadata or {}
+        with pa.memory_map(str(entry)) as source:
+            reader = pa.ipc.open_file(source)
+            meta = reader.schema.metadata or {}
+            if (
+                meta.get(_KEY_DIGEST) != digest.encode()
+                or meta.get(_KEY_VERSION) != CACHE_VERSION.encode()
+            ):
+                return None
+            return reader.read_all().to_pandas()
     except (OSError, pa.ArrowException):
         return None
-    if meta.get(_KEY_DIGEST) != digest.encode() or meta.get(_KEY_VERSION) != CACHE_VERSION.encode():
-        return None
-    return pq.read_table(entry).to_pandas()
 
 
 def _write_entry(entry: Path, frame: pd.DataFrame, digest: str) -> None:
@@ -64,17 +74,17 @@ def _write_entry(entry: Path, frame: pd.DataFrame, digest: str) -> None:
     table = table.replace_schema_metadata(meta)
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=".tmp-", suffix=".parquet")
+        fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=".tmp-", suffix=".arrow")
         os.close(fd)
         try:
-            pq.write_table(table, tmp)
+            feather.write_feather(table, tmp, compression="uncompressed")
             os.chmod(tmp, 0o644)
             os.replace(tmp, entry)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
     except OSError as exc:  # read-only or full data directory: run without a cache
-        log.debug("parquet cache not written for %s: %s", entry, exc)
+        log.debug("arrow cache not written for %s: %s", entry, exc)
 
 
 def store(data_dir: Path, source: Path, frame: pd.DataFrame, digest: str) -> None:

@@ -148,7 +148,7 @@ def load_market_history(
     start, end:
         Inclusive time bounds (UTC); strings may be partial (``"2018"``, ``"2024-06"``).
     use_cache:
-        Read through the Parquet cache in ``<data_dir>/.cache`` (see :mod:`features.cache`).
+        Read through the Arrow cache in ``<data_dir>/.cache`` (see :mod:`features.cache`).
 
     Returns
     -------

@@ -88,19 +88,24 @@ def symbol_features(
     dates = pd.DatetimeIndex(daily.index)
     rv = daily["rv"]
     log_rv = np.log(rv.where(rv > 0))
-    daily["log_rv"] = log_rv
-    daily = daily.join(har_terms(log_rv))
-    daily["ret_lag1"] = daily["ret"].shift(1)
-    daily["leverage"] = np.minimum(daily["ret"], 0.0)
+    har = har_terms(log_rv)
     dvol = _daily_dvol(history, symbol, dates)
-    daily["dvol"] = dvol.to_numpy()
-    daily["dvol_change"] = (dvol - dvol.shift(1)).to_numpy()
-    daily["funding"] = _daily_funding(history, symbol, dates).to_numpy()
     turnover = _turnover(hourly, dates)
-    daily["log_volume"] = np.log(turnover.where(turnover > 0)).to_numpy()
+    extra: dict[str, pd.Series] = {
+        "log_rv": log_rv,
+        "har_d": har["har_d"],
+        "har_w": har["har_w"],
+        "har_m": har["har_m"],
+        "ret_lag1": daily["ret"].shift(1),
+        "leverage": np.minimum(daily["ret"], 0.0),
+        "dvol": dvol,
+        "dvol_change": dvol - dvol.shift(1),
+        "funding": _daily_funding(history, symbol, dates),
+        "log_volume": np.log(turnover.where(turnover > 0)),
+    }
     for h in HORIZONS:
-        daily[f"target_rv_h{h}"] = forward_sum(rv, h)
-    return daily
+        extra[f"target_rv_h{h}"] = forward_sum(rv, h)
+    return pd.concat([daily, pd.DataFrame(extra, index=dates)], axis=1)
 
 
 def _turnover(hourly: pd.DataFrame, dates: pd.DatetimeIndex) -> pd.Series:

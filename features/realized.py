@@ -162,6 +162,8 @@ def daily_realized_measures(
     index = pd.DatetimeIndex(hourly.index).as_unit("ns")
     if index.tz is None:
         index = index.tz_localize("UTC")
+    if not index.is_monotonic_increasing or index.has_duplicates:
+        raise ValueError("hourly bars must be sorted by timestamp without duplicates")
     stamps = index.asi8
     day_ns = (stamps // _DAY_NS) * _DAY_NS
     first_day, last_day = day_ns[0], day_ns[-1]
@@ -191,12 +193,11 @@ def daily_realized_measures(
     d_close = np.full(n_days, np.nan)
     d_open[day[starts]] = o[starts]
     d_close[day[ends]] = c[ends]
-    d_high = np.full(n_days, -np.inf)
-    d_low = np.full(n_days, np.inf)
-    np.maximum.at(d_high, day, h)
-    np.minimum.at(d_low, day, lo)
-    d_high[~has_bar] = np.nan
-    d_low[~has_bar] = np.nan
+    # Contiguous day groups: reduceat over the group starts gives each day's extremes.
+    d_high = np.full(n_days, np.nan)
+    d_low = np.full(n_days, np.nan)
+    d_high[day[starts]] = np.maximum.reduceat(h, starts)
+    d_low[day[starts]] = np.minimum.reduceat(lo, starts)
     d_volume = np.bincount(day, weights=vol, minlength=n_days)
     d_volume[~has_bar] = np.nan
 
@@ -225,6 +226,9 @@ def daily_realized_measures(
         bp_scale = np.where(enough & (n_pairs > 0), HOURS_PER_DAY / n_pairs, np.nan)
         bipower = (math.pi / 2.0) * sum_bp * bp_scale
 
+    prev_close = np.r_[np.nan, d_close[:-1]]
+    # A range from a fraction of the day understates the day's variance: NaN below min_hours.
+    ranged = n_bars >= min_hours
     out = pd.DataFrame(
         {
             "open": d_open,
@@ -232,24 +236,22 @@ def daily_realized_measures(
             "low": d_low,
             "close": d_close,
             "volume": d_volume,
+            "ret": np.log(d_close / prev_close),
+            "rv": rv,
+            "n_hours": n_hours.astype(np.int64),
+            "incomplete": n_hours < HOURS_PER_DAY,
+            "parkinson": np.where(ranged, parkinson(d_high, d_low), np.nan),
+            "garman_klass": np.where(ranged, garman_klass(d_open, d_high, d_low, d_close), np.nan),
+            "rogers_satchell": np.where(
+                ranged, rogers_satchell(d_open, d_high, d_low, d_close), np.nan
+            ),
+            "yang_zhang": np.nan,
+            "bipower": bipower,
+            "rsv_pos": rsv_pos,
+            "rsv_neg": rsv_neg,
+            "rq": rq,
         },
         index=dates,
     )
-    prev_close = np.r_[np.nan, d_close[:-1]]
-    out["ret"] = np.log(d_close / prev_close)
-    out["rv"] = rv
-    out["n_hours"] = n_hours.astype(np.int64)
-    out["incomplete"] = n_hours < HOURS_PER_DAY
-    # A range from a fraction of the day understates the day's variance: NaN below min_hours.
-    ranged = n_bars >= min_hours
-    out["parkinson"] = np.where(ranged, parkinson(d_high, d_low), np.nan)
-    out["garman_klass"] = np.where(ranged, garman_klass(d_open, d_high, d_low, d_close), np.nan)
-    out["rogers_satchell"] = np.where(
-        ranged, rogers_satchell(d_open, d_high, d_low, d_close), np.nan
-    )
     out["yang_zhang"] = yang_zhang(out, yz_window)
-    out["bipower"] = bipower
-    out["rsv_pos"] = rsv_pos
-    out["rsv_neg"] = rsv_neg
-    out["rq"] = rq
     return out[list(COLUMNS)]

@@ -4,7 +4,7 @@ Each recognised file (see :mod:`features.layout`) is copied only when the destin
 missing or differs (size or SHA-256). A copy goes to a hidden ``.partial`` file next to its
 destination, is validated there, and only then atomically replaces the destination, so an
 interrupted or failed sync never leaves a truncated or invalid file behind, and running it
-again resumes where it stopped. Validated files also warm the Parquet cache.
+again resumes where it stopped. Validated files also warm the Arrow cache.
 """
 
 from __future__ import annotations
@@ -114,6 +114,7 @@ def sync_from_mirror(
                 tmp.unlink()
         cache.store(target, dst, frame, cache.file_digest(dst))
         result.copied.append(name)
+        log.info("%s: copied, %d rows valid", name, len(frame))
     for note in NOTES:
         if (source / note).is_file() and not _same(source / note, target / note):
             tmp = _partial(target / note)

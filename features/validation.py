@@ -89,33 +89,63 @@ def _arrow_types(spec: SourceSpec) -> dict[str, pa.DataType]:
     return types
 
 
-def _locate_parse_error(path: Path, spec: SourceSpec, name: str) -> DataValidationError:
+def _arrow_parses_timestamp(value: str) -> bool:
+    try:
+        pa.array([value]).cast(pa.timestamp("s", tz="UTC"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
+    return True
+
+
+def _locate_bad_line(path: Path, name: str) -> DataValidationError | None:
+    """First line whose number of fields differs from the header's (structural CSV error)."""
+    with gzip.open(path, "rt", encoding="utf-8", errors="replace", newline="") as handle:
+        width = len(handle.readline().split(","))
+        for line_no, line in enumerate(handle, start=2):
+            fields = len(line.rstrip("\r\n").split(","))
+            if line.strip() and fields != width:
+                return _fail(
+                    name, line_no - 1, None, f"has {fields} fields, the header has {width}"
+                )
+    return None
+
+
+def _locate_parse_error(
+    path: Path, spec: SourceSpec, name: str, error: Exception
+) -> DataValidationError:
     """Re-read a file as text to find the first cell the fast reader could not convert."""
-    table = pacsv.read_csv(
-        _gzip_stream(path),
-        convert_options=pacsv.ConvertOptions(
-            column_types=dict.fromkeys(spec.columns, pa.string()),
-            strings_can_be_null=False,
-        ),
-    )
+    try:
+        table = pacsv.read_csv(
+            _gzip_stream(path),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(spec.columns, pa.string()),
+                strings_can_be_null=False,
+            ),
+        )
+    except (pa.ArrowInvalid, OSError):
+        located = _locate_bad_line(path, name)
+        return located or _fail(name, None, None, f"could not be parsed as CSV ({error})")
     frame = table.to_pandas()
     for column in spec.columns:
         text = frame[column].astype(str).str.strip()
         if column == "timestamp":
-            parsed = pd.to_datetime(text, format=TIMESTAMP_FORMAT, errors="coerce", utc=True)
-            rule = "unparseable timestamp {value!r} (expected YYYY-MM-DDTHH:MM:SSZ, UTC)"
+            strict = pd.to_datetime(text, format=TIMESTAMP_FORMAT, errors="coerce", utc=True)
+            for row in np.flatnonzero(strict.isna().to_numpy()).tolist():
+                if not _arrow_parses_timestamp(text.iloc[row]):
+                    return _fail(
+                        name,
+                        row + 1,
+                        column,
+                        f"unparseable timestamp {text.iloc[row]!r} (expected ISO-8601 UTC, "
+                        "YYYY-MM-DDTHH:MM:SSZ)",
+                    )
         else:
-            parsed = pd.to_numeric(text, errors="coerce")
-            bad_num = (parsed.isna() & (text != "") & (text.str.lower() != "nan")).to_numpy()
-            if bad_num.any():
-                i = int(np.flatnonzero(bad_num)[0])
-                return _fail(name, i + 1, column, f"not a number: {text.iloc[i]!r}")
-            continue
-        bad = parsed.isna().to_numpy()
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            return _fail(name, i + 1, column, rule.format(value=text.iloc[i]))
-    return _fail(name, None, None, "could not be parsed as CSV")
+            numbers = pd.to_numeric(text, errors="coerce")
+            bad = (numbers.isna() & (text != "") & (text.str.lower() != "nan")).to_numpy()
+            if bad.any():
+                row = int(np.flatnonzero(bad)[0])
+                return _fail(name, row + 1, column, f"not a number: {text.iloc[row]!r}")
+    return _fail(name, None, None, f"could not be parsed as CSV ({error})")
 
 
 def read_table(path: Path, spec: SourceSpec, name: str | None = None) -> pd.DataFrame:
@@ -135,7 +165,7 @@ def read_table(path: Path, spec: SourceSpec, name: str | None = None) -> pd.Data
     except (pa.ArrowInvalid, OSError) as exc:
         if spec.kind == OPTIONS.kind:
             raise _fail(name, None, None, f"could not be parsed as CSV ({exc})") from exc
-        raise _locate_parse_error(path, spec, name) from exc
+        raise _locate_parse_error(path, spec, name, exc) from exc
     frame = table.to_pandas()
     if "timestamp" in frame.columns:
         frame["timestamp"] = frame["timestamp"].astype("datetime64[ns, UTC]")

@@ -28,16 +28,16 @@ import numpy as np
 import scipy.sparse as sp
 
 from margin.book import Book
+from margin.instruments import InstrumentTable
 from margin.methodology import AddOnConfig, Methodology
 from margin.scenarios import RiskArrays
-from margin.typing import FloatArray
+from margin.typing import FloatArray, IntArray
 
 __all__ = [
     "AddOnArrays",
     "build_addon_arrays",
-    "concentration_addon",
     "min_delta_floor",
-    "naked_short_addon",
+    "strike_groups",
 ]
 
 
@@ -74,6 +74,19 @@ def _by_underlying(values: FloatArray, codes: np.ndarray, n_und: int) -> sp.csr_
     return sp.csr_matrix((values[keep], (rows[keep], codes[keep])), shape=(values.size, n_und))
 
 
+def strike_groups(table: InstrumentTable) -> tuple[IntArray, int]:
+    """Strike group of every option (same underlying, expiry and strike; -1 for non-options)
+    and the number of groups."""
+    group = np.full(len(table), -1, dtype=np.intp)
+    rows = np.flatnonzero(table.is_option)
+    if rows.size == 0:
+        return group, 0
+    keys = np.stack([table.underlying[rows], table.expiry_years[rows], table.strike[rows]], axis=1)
+    _, inverse = np.unique(keys, axis=0, return_inverse=True)
+    group[rows] = np.asarray(inverse).ravel()
+    return group, int(group.max()) + 1
+
+
 def build_addon_arrays(book: Book, methodology: Methodology, risk: RiskArrays) -> AddOnArrays:
     """Per-contract add-on vectors for ``book`` under ``methodology``."""
     cfg: AddOnConfig = methodology.addons
@@ -97,18 +110,13 @@ def build_addon_arrays(book: Book, methodology: Methodology, risk: RiskArrays) -
     is_opt = table.is_option
     coins = table.contract_size
     som = np.where(is_opt, cfg.short_option_minimum * coins * index_inst, 0.0)
-    # strike groups: options sharing underlying, expiry and strike
-    opt_rows = np.flatnonzero(is_opt)
-    keys = np.stack(
-        [table.underlying[opt_rows], table.expiry_years[opt_rows], table.strike[opt_rows]], axis=1
+    group, n_groups = strike_groups(table)
+    opt_rows = np.flatnonzero(group >= 0)
+    short_group = sp.csr_matrix(
+        (coins[opt_rows], (opt_rows, group[opt_rows])), shape=(len(table), n_groups)
     )
-    _, group = np.unique(keys, axis=0, return_inverse=True) if opt_rows.size else (None, opt_rows)
-    group = np.asarray(group).ravel()
-    n_groups = int(group.max()) + 1 if opt_rows.size else 0
-    short_group = sp.csr_matrix((coins[opt_rows], (opt_rows, group)), shape=(len(table), n_groups))
     group_index = np.zeros(n_groups)
-    if opt_rows.size:
-        group_index[group] = index_inst[opt_rows]
+    group_index[group[opt_rows]] = index_inst[opt_rows]
     h_mm = np.array([methodology.haircuts_mm.get(a, 0.0) for a in book.assets])
     h_im = np.array([methodology.haircuts_im_extra.get(a, 0.0) for a in book.assets])
     return AddOnArrays(
@@ -129,24 +137,6 @@ def build_addon_arrays(book: Book, methodology: Methodology, risk: RiskArrays) -
         collateral_short=prices.copy(),
         collateral_im_extra=prices * h_im,
     )
-
-
-def naked_short_addon(positions: sp.csr_matrix, arrays: AddOnArrays, pct: float) -> FloatArray:
-    """``pct x S x max(-net, 0)`` summed over strike groups, per account (USD)."""
-    if arrays.short_group.shape[1] == 0 or pct == 0.0:
-        return np.zeros(positions.shape[0])
-    net = sp.csr_matrix(positions @ arrays.short_group)
-    net.data = np.maximum(-net.data, 0.0)
-    return np.asarray(net @ (pct * arrays.group_index))
-
-
-def concentration_addon(positions: sp.csr_matrix, unit: FloatArray) -> FloatArray:
-    """``sum |q|**1.5 x unit`` per account (``unit = k N / sqrt(liquidity)``)."""
-    if not unit.any():
-        return np.zeros(positions.shape[0])
-    powered = positions.copy()
-    powered.data = np.abs(powered.data) ** 1.5
-    return np.asarray(powered @ unit)
 
 
 def min_delta_floor(

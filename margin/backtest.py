@@ -459,7 +459,9 @@ def parameter_backtest(
     moves = _symbol_frames(prices, config.horizon_days)
     tz = next(iter(moves.values())).index.tz if moves else None
     t0, t1 = _ts(start, tz), _ts(end, tz)
-    v0, v1 = t0 - pd.Timedelta(days=config.validation_days), t0 - pd.Timedelta(days=1)
+    # Validation outcomes must all be realized before the evaluation window's first close.
+    v0 = t0 - pd.Timedelta(days=config.validation_days)
+    v1 = t0 - pd.Timedelta(days=config.horizon_days + 1)
     margins: dict[tuple[str, str], pd.DataFrame] = {}
     for model, variance in forecasts.items():
         for symbol, mv in moves.items():

@@ -93,6 +93,8 @@ class Book:
     assets: tuple[str, ...]
     collateral: sp.csr_matrix
     market: MarketSnapshot
+    #: derived, position-only structures the engine builds once per book (never the figures)
+    cache: dict[str, object] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         n_acc, n_inst = len(self.accounts), len(self.instruments)

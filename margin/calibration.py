@@ -35,7 +35,14 @@ import numpy.typing as npt
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from margin.apc import STRESS_WINDOWS, ApcConfig, apply_pointwise, bounded_update, stress_mask
+from margin.apc import (
+    STRESS_WINDOWS,
+    ApcConfig,
+    apply_pointwise,
+    bounded_update,
+    reference_level,
+    stress_mask,
+)
 from margin.parameters import (
     ApcState,
     BoundEvent,
@@ -55,6 +62,10 @@ FloatArray = npt.NDArray[np.float64]
 #: Extreme moves of the tail scenarios (decimal; Paradex's BTC/ETH set).
 DEFAULT_TAIL_MOVES: tuple[float, ...] = (-0.66, -0.33, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0)
 DAYS_PER_YEAR = 365.0
+MAX_SCAN_LONG = 0.99
+MAX_SCAN_SHORT = 10.0
+#: An h-day volatility forecast above this (decimal) is treated as a failed forecast.
+MAX_SIGMA = 2.0
 
 
 class CalibrationError(ValueError):
@@ -124,11 +135,15 @@ def scan_from_log_quantiles(
     """Long and short scan ranges (decimal of price) from σ̂ and residual quantiles.
 
     ``long = 1 - exp(σ̂ q_low)``, ``short = exp(σ̂ q_high) - 1``, both at least ``min_scan``
-    (NaN stays NaN).
+    (NaN stays NaN), and at most the file bounds ``MAX_SCAN_LONG`` / ``MAX_SCAN_SHORT``.
     """
     s = np.asarray(sigma, dtype=float)
-    long = -np.expm1(s * np.asarray(q_low, dtype=float))
-    short = np.expm1(s * np.asarray(q_high, dtype=float))
+    with np.errstate(over="ignore"):
+        long = -np.expm1(s * np.asarray(q_low, dtype=float))
+        short = np.expm1(s * np.asarray(q_high, dtype=float))
+    # The file's bounds: a long range below 100%, a short range at most +1000%.
+    long = np.minimum(long, MAX_SCAN_LONG)
+    short = np.minimum(short, MAX_SCAN_SHORT)
     return _at_least(long, min_scan), _at_least(short, min_scan)
 
 
@@ -290,16 +305,17 @@ def perp_margin(
     adv_quote: float,
     impact_coefficient: float = 1.0,
 ) -> PerpMargin:
-    """Perp IMF/MMF and the square-root size add-on coefficient.
+    """Perp IMF/MMF (at most 1) and the square-root size add-on coefficient.
 
     ``size_addon = c × σ_1d / sqrt(ADV)`` so the add-on for notional ``N`` is
     ``c σ_1d sqrt(N / ADV)``, the square-root market-impact cost of closing ``N``.
     """
     if not (adv_quote > 0 and sigma_1d > 0):
         raise CalibrationError("ADV and one-day sigma must be positive")
+    # A fraction of 1 is a fully collateralised position; beyond it margin buys nothing.
     return PerpMargin(
-        imf=max(scan_im.long, scan_im.short),
-        mmf=max(scan_mm.long, scan_mm.short),
+        imf=min(max(scan_im.long, scan_im.short), 1.0),
+        mmf=min(max(scan_mm.long, scan_mm.short), 1.0),
         size_addon=impact_coefficient * sigma_1d / math.sqrt(adv_quote),
     )
 
@@ -497,8 +513,46 @@ def calibrate_underlying(
     raw = np.array(levels)
     # MM never above IM (empirical quantiles are monotone, rounding guard only).
     raw[2:] = np.minimum(raw[2:], raw[:2])
+    if reference is None and apc.buffer:
+        reference = _buffer_reference(moves, variance, apc, config)
     published, state = _apc(raw, moves, previous, apc, config, reference)
     return _assemble(inputs, as_of, config, published, sigma, state, Fallback(), daily)
+
+
+def _buffer_reference(
+    moves: pd.Series, variance: pd.Series, apc: ApcConfig, config: CalibrationConfig
+) -> FloatArray:
+    """Calm reference of the buffer: median of the pre-buffer margins of the previous days.
+
+    The same walk-forward margins the backtest scores (scan ranges, then stress weight and
+    floor), so a published file and its backtest agree.
+    """
+    h = config.horizon_days
+    raw, stressed, floor = [], [], []
+    for conf in (config.im_confidence, config.mm_confidence):
+        scan = walk_forward_scan(
+            moves,
+            variance,
+            conf,
+            h,
+            config.min_residuals,
+            config.residual_lookback,
+            config.min_scan_range,
+        )
+        st, fl = stressed_scan(moves, conf, h), unconditional_scan(moves, conf, h)
+        for side in ("long", "short"):
+            raw.append(scan[side])
+            stressed.append(st[side])
+            floor.append(fl[side])
+
+    def stack(parts: list[pd.Series]) -> FloatArray:
+        return np.column_stack([p.to_numpy(float) for p in parts])
+
+    pre = apply_pointwise(
+        stack(raw), apc.model_copy(update={"buffer": False}), stack(stressed), stack(floor)
+    )
+    path = pd.DataFrame(pre.margin, index=moves.index)
+    return reference_level(path, apc.buffer_reference_days).iloc[-1].to_numpy(float)
 
 
 def _forecast_problem(
@@ -509,6 +563,8 @@ def _forecast_problem(
     value = variance.get(last)
     if value is None or not np.isfinite(value) or value <= 0:
         return f"forecast for {last.date()} is missing or not positive"
+    if math.sqrt(value) > MAX_SIGMA:
+        return f"forecast volatility {math.sqrt(value):.3g} for {last.date()} is implausible"
     n = int(standardized_residuals(moves, variance).notna().sum())
     if n < config.min_residuals:
         return f"only {n} standardized residuals (need {config.min_residuals})"
@@ -556,8 +612,10 @@ def _assemble(
     daily: pd.DataFrame,
     model: str | None = None,
 ) -> RiskParameters:
-    scan_im = ScanRange(long=float(min(levels[0], 0.99)), short=float(levels[1]))
-    scan_mm = ScanRange(long=float(min(levels[2], scan_im.long)), short=float(levels[3]))
+    # Buffers can push a level past the file bounds; MM never above IM.
+    im_long, im_short = min(levels[0], MAX_SCAN_LONG), min(levels[1], MAX_SCAN_SHORT)
+    scan_im = ScanRange(long=float(im_long), short=float(im_short))
+    scan_mm = ScanRange(long=float(min(levels[2], im_long)), short=float(min(levels[3], im_short)))
     h = config.horizon_days
     dvol = daily.get("dvol")
     rv = daily.get("rv")

@@ -22,34 +22,56 @@ import itertools
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import NDArray
 
-from margin.addons import (
-    AddOnArrays,
-    build_addon_arrays,
-    concentration_addon,
-    min_delta_floor,
-    naked_short_addon,
-)
+from margin.addons import AddOnArrays, build_addon_arrays, min_delta_floor, strike_groups
 from margin.book import Book
+from margin.instruments import InstrumentTable
 from margin.methodology import Methodology
 from margin.result import MarginResult
-from margin.scenarios import RiskArrays, build_risk_arrays
-from margin.typing import BoolArray, FloatArray
+from margin.scenarios import RiskArrays, build_risk_arrays, linear_coefficients
+from margin.typing import BoolArray, FloatArray, IntArray
 
 __all__ = [
     "MarginContext",
     "compute_margin",
     "compute_margin_sharded",
     "evaluate",
+    "instrument_categories",
+    "position_layout",
     "prepare",
     "round_down",
     "round_up",
 ]
 
 DEFAULT_CHUNK = 65_536
+
+
+ScanPrecision = Literal["float32", "float64"]
+
+#: columns of the per-underlying signed / absolute product matrices
+_S_DELTA, _S_GAMMA, _S_VEGA, _S_MTM, _S_LIN, _S_SOM, _S_ISO = range(7)
+_A_DELTA, _A_PERP_IM, _A_PERP_MM, _A_ORACLE, _A_SOM, _A_ISO = range(6)
+
+
+@dataclass(frozen=True)
+class _Block:
+    """Arrays of one instrument category (the delta-one or the option instruments of one
+    underlying), in the category's local column order."""
+
+    underlying: int
+    is_option: bool
+    signed: FloatArray  # (n_local, 7): multiplied by signed quantities
+    absolute: FloatArray  # (n_local, 6): multiplied by |quantities|
+    risk64: FloatArray  # options: (n_local, k) weighted P&L per contract; else (0, k)
+    risk32: FloatArray  # same in float32 for the scan
+    group: IntArray  # (n_local,) strike group of options, -1 else
+    coins: FloatArray  # (n_local,) coins per contract
+    concentration: FloatArray  # (n_local,) concentration unit
 
 
 @dataclass(frozen=True)
@@ -70,6 +92,16 @@ class MarginContext:
     iso_asset_long: FloatArray
     iso_asset_short: FloatArray
     underlyings: tuple[str, ...]
+    blocks: tuple[_Block, ...]
+    cat_of_col: NDArray[np.uint8]
+    local_col: IntArray
+    moves: tuple[FloatArray, ...]
+    move64: tuple[FloatArray, ...]
+    move32: tuple[NDArray[np.float32], ...]
+    coll_signed: FloatArray
+    coll_abs: FloatArray
+    n_groups: int
+    scan_precision: ScanPrecision
 
     @property
     def scenario_labels(self) -> tuple[str, ...]:
@@ -77,8 +109,15 @@ class MarginContext:
         return self.risk.labels
 
 
-def prepare(book: Book, methodology: Methodology) -> MarginContext:
-    """Risk arrays, add-on vectors and per-contract isolated margins for ``book``."""
+def prepare(
+    book: Book, methodology: Methodology, *, scan_precision: ScanPrecision = "float32"
+) -> MarginContext:
+    """Risk arrays, add-on vectors and per-contract isolated margins for ``book``.
+
+    ``scan_precision="float32"`` scans the option scenario P&L in single precision to pick
+    each account's worst scenario, then recomputes the loss of that scenario in double
+    precision (see ``docs/engine.md``); ``"float64"`` scans in double precision.
+    """
     risk = build_risk_arrays(book, methodology)
     addons = build_addon_arrays(book, methodology, risk)
     names = book.market.underlyings
@@ -98,6 +137,10 @@ def prepare(book: Book, methodology: Methodology) -> MarginContext:
     if offsets.mode == "none":
         listed[:] = False
     iso = _isolated_units(book, methodology, risk, addons)
+    blocks, cat_of_col, local_col = _blocks(book, risk, addons, iso[0], iso[1])
+    moves = tuple(sc.spot_moves for sc in risk.sets)
+    move64 = tuple(sc.spot_moves * sc.weights for sc in risk.sets)
+    coll_signed, coll_abs = _collateral_matrices(book, risk, addons, iso[2], iso[3])
     return MarginContext(
         methodology=methodology,
         risk=risk,
@@ -109,7 +152,116 @@ def prepare(book: Book, methodology: Methodology) -> MarginContext:
         iso_asset_long=iso[2],
         iso_asset_short=iso[3],
         underlyings=names,
+        blocks=blocks,
+        cat_of_col=cat_of_col,
+        local_col=local_col,
+        moves=moves,
+        move64=move64,
+        move32=tuple(mv.astype(np.float32) for mv in move64),
+        coll_signed=coll_signed,
+        coll_abs=coll_abs,
+        n_groups=addons.short_group.shape[1],
+        scan_precision=scan_precision,
     )
+
+
+def _blocks(
+    book: Book,
+    risk: RiskArrays,
+    addons: AddOnArrays,
+    iso_long: FloatArray,
+    iso_short: FloatArray,
+) -> tuple[tuple[_Block, ...], NDArray[np.uint8], IntArray]:
+    """Categories ``2u`` (delta-one of underlying u) and ``2u + 1`` (options of u)."""
+    table = book.instruments
+    n_inst = len(table)
+    cat_of_col = np.zeros(n_inst, dtype=np.uint8)
+    local_col = np.zeros(n_inst, dtype=np.intp)
+    sg = addons.short_group.tocoo()
+    group = np.full(n_inst, -1, dtype=np.intp)
+    group[sg.row] = sg.col
+    blocks = []
+    for u, cols_u in enumerate(risk.inst_of):
+        k = len(risk.sets[u])
+        opt_u = table.is_option[cols_u]
+        for is_opt in (False, True):
+            sel = opt_u == is_opt
+            cols = cols_u[sel]
+            cat_of_col[cols] = 2 * u + int(is_opt)
+            local_col[cols] = np.arange(cols.size)
+            lin = np.zeros(cols.size)
+            if not is_opt:
+                lin = linear_coefficients(table.take(cols), book.market.mark[cols])
+            signed = np.stack(
+                [
+                    risk.delta_inst[cols],
+                    risk.gamma_inst[cols],
+                    risk.vega_inst[cols],
+                    risk.mtm_inst[cols],
+                    lin,
+                    addons.som_unit[cols],
+                    0.5 * (iso_long[cols] - iso_short[cols]),
+                ],
+                axis=1,
+            )
+            absolute = np.stack(
+                [
+                    np.abs(risk.delta_inst[cols]),
+                    addons.perp_im[cols],
+                    addons.perp_mm[cols],
+                    addons.oracle_inst[cols],
+                    addons.som_unit[cols],
+                    0.5 * (iso_long[cols] + iso_short[cols]),
+                ],
+                axis=1,
+            )
+            r = risk.risk_inst_scen[u][sel] if is_opt else np.zeros((0, k))
+            blocks.append(
+                _Block(
+                    underlying=u,
+                    is_option=is_opt,
+                    signed=np.ascontiguousarray(signed),
+                    absolute=np.ascontiguousarray(absolute),
+                    risk64=np.ascontiguousarray(r),
+                    risk32=np.ascontiguousarray(r, dtype=np.float32),
+                    group=group[cols],
+                    coins=table.contract_size[cols],
+                    concentration=addons.concentration_unit[cols],
+                )
+            )
+    return tuple(blocks), cat_of_col, local_col
+
+
+def _collateral_matrices(
+    book: Book,
+    risk: RiskArrays,
+    addons: AddOnArrays,
+    iso_long: FloatArray,
+    iso_short: FloatArray,
+) -> tuple[FloatArray, FloatArray]:
+    """Per-asset columns: signed ``[lin_u..., delta_u..., extra/2, value_mid, iso_diff]`` and
+    absolute ``[|delta_u|..., oracle, extra/2, value_half_spread, iso_sum]``."""
+    n_assets, n_und = len(book.assets), len(book.market.underlyings)
+    lin = np.zeros((n_assets, n_und))
+    delta = np.zeros((n_assets, n_und))
+    for u, a_cols in enumerate(risk.asset_of):
+        lin[a_cols, u] = book.asset_prices()[a_cols]
+        delta[a_cols, u] = risk.delta_asset[a_cols]
+    long_v, short_v = addons.collateral_long, addons.collateral_short
+    extra = addons.collateral_im_extra
+    signed = np.column_stack(
+        [lin, delta, 0.5 * extra, 0.5 * (long_v + short_v), 0.5 * (iso_long - iso_short)]
+    )
+    absolute = np.column_stack(
+        [
+            np.abs(delta),
+            addons.oracle_asset,
+            0.5 * extra,
+            0.5 * (long_v - short_v),
+            0.5 * (iso_long + iso_short),
+        ]
+    )
+    return signed, absolute
 
 
 def _isolated_units(
@@ -165,107 +317,274 @@ def round_down(values: FloatArray, precision: float) -> FloatArray:
     return np.round(steps * precision, _decimals(precision)) + 0.0
 
 
-def _abs(matrix: sp.csr_matrix) -> sp.csr_matrix:
-    out = matrix.copy()
-    out.data = np.abs(out.data)
-    return out
-
-
 def _dense(x: object) -> FloatArray:
     if sp.issparse(x):
         return np.asarray(x.toarray())  # type: ignore[attr-defined]
     return np.asarray(x)
 
 
-def evaluate(
-    ctx: MarginContext, positions: sp.csr_matrix, collateral: sp.csr_matrix
-) -> dict[str, np.ndarray]:
-    """Margin figures of the accounts given as rows of ``positions`` and ``collateral``.
+def _with_data(matrix: sp.csr_matrix, data: np.ndarray) -> sp.csr_matrix:
+    return sp.csr_matrix((data, matrix.indices, matrix.indptr), shape=matrix.shape, copy=False)
 
-    Returns the unrounded and rounded arrays that :class:`MarginResult` holds (without names).
+
+def instrument_categories(table: InstrumentTable) -> tuple[NDArray[np.uint8], IntArray]:
+    """Category ``2u`` (delta-one of underlying u) or ``2u + 1`` (options of u) of every
+    instrument, and its column within the category (instrument order)."""
+    cat = (2 * table.underlying + table.is_option).astype(np.uint8)
+    local = np.zeros(len(table), dtype=np.intp)
+    for c in np.unique(cat):
+        cols = np.flatnonzero(cat == c)
+        local[cols] = np.arange(cols.size)
+    return cat, local
+
+
+@dataclass(frozen=True)
+class _Entries:
+    """Stored positions of one instrument category for a range of account rows.
+
+    ``slot`` numbers the (account, strike group) pairs of option entries so naked shorts per
+    strike net in one ``bincount``; delta-one categories have empty slot arrays.
+    """
+
+    data: FloatArray
+    local: IntArray
+    rows: IntArray
+    indptr: IntArray
+    slot: IntArray
+    slot_indptr: IntArray
+    slot_row: IntArray
+    slot_group: IntArray
+    n_cols: int
+
+    def matrix(self) -> sp.csr_matrix:
+        """The entries as a CSR matrix rows x category columns (no copy)."""
+        n = self.indptr.size - 1
+        return sp.csr_matrix(
+            (self.data, self.local, self.indptr), shape=(n, self.n_cols), copy=False
+        )
+
+    def take_rows(self, a: int, b: int) -> _Entries:
+        """Rows ``a:b`` re-based to 0 (views, no copy)."""
+        e0, e1 = int(self.indptr[a]), int(self.indptr[b])
+        s0, s1 = int(self.slot_indptr[a]), int(self.slot_indptr[b])
+        return _Entries(
+            data=self.data[e0:e1],
+            local=self.local[e0:e1],
+            rows=self.rows[e0:e1] - a,
+            indptr=self.indptr[a : b + 1] - e0,
+            slot=self.slot[e0:e1] - s0 if self.slot.size else self.slot,
+            slot_indptr=self.slot_indptr[a : b + 1] - s0,
+            slot_row=self.slot_row[s0:s1] - a,
+            slot_group=self.slot_group[s0:s1],
+            n_cols=self.n_cols,
+        )
+
+
+def position_layout(book: Book) -> tuple[_Entries, ...]:
+    """Positions split by instrument category, built once per book and cached on it.
+
+    Depends on the positions and the instruments' underlyings, kinds, expiries and strikes
+    only, so it stays valid when prices or the methodology change.
+    """
+    cached = book.cache.get("layout")
+    if cached is not None:
+        return cached  # type: ignore[return-value]
+    table = book.instruments
+    positions = book.positions
+    cat_of_col, local_col = instrument_categories(table)
+    group_of_col, n_groups = strike_groups(table)
+    n_cat = 2 * len(table.underlyings)
+    n = positions.shape[0]
+    row_ids = np.repeat(np.arange(n, dtype=np.intp), np.diff(positions.indptr))
+    cat = cat_of_col[positions.indices]
+    order = np.argsort(cat, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(cat, minlength=n_cat))])
+    n_cols = np.bincount(cat_of_col, minlength=n_cat)
+    out = []
+    for c in range(n_cat):
+        seg = order[bounds[c] : bounds[c + 1]]
+        rows = row_ids[seg]
+        # int32 indices (when they fit) spare SciPy a conversion copy on every product
+        index_dtype = np.int32 if positions.nnz < 2**31 - 1 else np.int64
+        indptr = np.zeros(n + 1, dtype=index_dtype)
+        np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+        cols = positions.indices[seg]
+        empty = np.zeros(0, dtype=np.intp)
+        slot, slot_indptr, slot_row, slot_group = empty, np.zeros(n + 1, np.int64), empty, empty
+        if c % 2 == 1 and seg.size:
+            key = rows.astype(np.int64) * max(n_groups, 1) + group_of_col[cols]
+            uniq, slot = np.unique(key, return_inverse=True)
+            slot = np.asarray(slot, dtype=np.intp).ravel()
+            slot_row = (uniq // max(n_groups, 1)).astype(np.intp)
+            slot_group = (uniq % max(n_groups, 1)).astype(np.intp)
+            np.cumsum(np.bincount(slot_row, minlength=n), out=slot_indptr[1:])
+        out.append(
+            _Entries(
+                data=positions.data[seg],
+                local=local_col[cols].astype(index_dtype),
+                rows=rows,
+                indptr=indptr,
+                slot=slot,
+                slot_indptr=slot_indptr,
+                slot_row=slot_row,
+                slot_group=slot_group,
+                n_cols=int(n_cols[c]),
+            )
+        )
+    layout = tuple(out)
+    book.cache["layout"] = layout
+    return layout
+
+
+def evaluate(
+    ctx: MarginContext,
+    positions: sp.csr_matrix,
+    collateral: sp.csr_matrix,
+    layout: tuple[_Entries, ...],
+) -> dict[str, np.ndarray]:
+    """Margin figures of the accounts given as rows of ``positions`` and ``collateral``
+    (``layout``: the same positions split by :func:`position_layout`).
+
+    Returns the arrays :class:`MarginResult` holds (without names). Every figure of a row
+    depends on that row only.
     """
     m = ctx.methodology
-    risk, add = ctx.risk, ctx.addons
+    cfg = m.addons
     n = positions.shape[0]
     n_und = len(ctx.underlyings)
+    c_signed = np.asarray(collateral @ ctx.coll_signed)
+    c_abs = np.asarray(_with_data(collateral, np.abs(collateral.data)) @ ctx.coll_abs)
+    net = c_signed[:, n_und : 2 * n_und].copy()
+    gross = c_abs[:, :n_und].copy()
+    lin = c_signed[:, :n_und].copy()
+    gamma = np.zeros((n, n_und))
+    vega = np.zeros((n, n_und))
+    mtm = np.zeros(n)
+    som = np.zeros(n)
+    perp_im = np.zeros(n)
+    perp_mm = np.zeros(n)
+    oracle = c_abs[:, n_und].copy()
+    conc = np.zeros(n)
+    isolated = c_signed[:, -1] + c_abs[:, -1]
+    options: list[tuple[int, sp.csr_matrix, _Entries, _Block]] = []
+    for entries, blk in zip(layout, ctx.blocks, strict=True):
+        u = blk.underlying
+        sub = entries.matrix()
+        aq = np.abs(sub.data)
+        sv = np.asarray(sub @ blk.signed)
+        av = np.asarray(_with_data(sub, aq) @ blk.absolute)
+        net[:, u] += sv[:, _S_DELTA]
+        gross[:, u] += av[:, _A_DELTA]
+        gamma[:, u] += sv[:, _S_GAMMA]
+        vega[:, u] += sv[:, _S_VEGA]
+        lin[:, u] += sv[:, _S_LIN]
+        mtm += sv[:, _S_MTM]
+        som += 0.5 * (av[:, _A_SOM] - sv[:, _S_SOM])
+        perp_im += av[:, _A_PERP_IM]
+        perp_mm += av[:, _A_PERP_MM]
+        oracle += av[:, _A_ORACLE]
+        isolated += av[:, _A_ISO] + sv[:, _S_ISO]
+        if blk.concentration.any():
+            conc += _with_data(sub, aq * np.sqrt(aq)) @ blk.concentration
+        if blk.is_option:
+            options.append((u, sub, entries, blk))
+
+    # scenario scan per underlying: options by full revaluation, delta-one and coin collateral
+    # through their linear coefficient
     loss = np.zeros((n, n_und))
     direction = np.zeros((n, n_und))
     worst_val = np.full(n, np.inf)
     worst_idx = np.zeros(n, dtype=np.intp)
+    opt_of = {u: (sub, entries.rows, blk) for u, sub, entries, blk in options}
     start = 0
     for u in range(n_und):
-        scen = risk.sets[u]
-        k = len(scen)
-        pnl = np.asarray(positions[:, risk.inst_of[u]] @ risk.risk_inst_scen[u])
-        if risk.asset_of[u].size:
-            pnl = pnl + _dense(collateral[:, risk.asset_of[u]] @ risk.risk_asset_scen[u])
-        arg = np.argmin(pnl, axis=1)
-        low = pnl[np.arange(n), arg]
+        move64 = ctx.move64[u]
+        k = move64.size
+        sub, rows, blk = opt_of[u]
+        if ctx.scan_precision == "float64":
+            pnl = np.asarray(sub @ blk.risk64) + lin[:, u, None] * move64[None, :]
+            arg = np.argmin(pnl, axis=1)
+            low = pnl[np.arange(n), arg]
+        else:
+            pnl32 = np.asarray(_with_data(sub, sub.data.astype(np.float32)) @ blk.risk32)
+            pnl32 += lin[:, u, None].astype(np.float32) * ctx.move32[u][None, :]
+            arg = np.argmin(pnl32, axis=1)
+            # exact double-precision P&L of the selected scenario
+            exact = sub.data * blk.risk64.ravel()[sub.indices * k + arg[rows]]
+            low = np.bincount(rows, weights=exact, minlength=n) + lin[:, u] * move64[arg]
         loss[:, u] = np.maximum(-low, 0.0)
-        direction[:, u] = -np.sign(scen.spot_moves[arg])
+        direction[:, u] = -np.sign(ctx.moves[u][arg])
         better = low < worst_val
         worst_val = np.where(better, low, worst_val)
         worst_idx = np.where(better, start + arg, worst_idx)
         start += k
     standalone = loss.sum(axis=1)
     cross = _offset(ctx, positions, collateral, loss, direction, standalone)
-
-    abs_p = _abs(positions)
-    abs_c = _abs(collateral)
-    net = _dense(positions @ add.delta_mat) + _dense(collateral @ add.delta_asset_mat)
-    gross = _dense(abs_p @ _abs(add.delta_mat)) + _dense(abs_c @ _abs(add.delta_asset_mat))
-    floor_delta = min_delta_floor(net, gross, add.index, m.addons)
-    short_qty = 0.5 * (abs_p @ add.som_unit - positions @ add.som_unit)
-    scen_part = np.maximum.reduce([cross, floor_delta, short_qty])
-
-    perp_im = abs_p @ add.perp_im
-    perp_mm = abs_p @ add.perp_mm
-    naked_im = naked_short_addon(positions, add, m.addons.short_option_im)
-    naked_mm = naked_short_addon(positions, add, m.addons.short_option_mm)
-    oracle = abs_p @ add.oracle_inst + abs_c @ add.oracle_asset
-    conc = concentration_addon(positions, add.concentration_unit)
-    c_long = 0.5 * (abs_c + collateral)
-    c_short = 0.5 * (collateral - abs_c)
-    coll_extra = c_long @ add.collateral_im_extra
-    im = m.im_loss_factor * scen_part + perp_im + naked_im + oracle + conc + coll_extra
-    mm = m.mm_loss_factor * scen_part + perp_mm + naked_mm + m.addons.concentration_mm_share * conc
-
-    coll_value = c_long @ add.collateral_long + c_short @ add.collateral_short
-    mtm = positions @ risk.mtm_inst
-    p_long = 0.5 * (abs_p + positions)
-    p_short = 0.5 * (abs_p - positions)
-    isolated = (
-        p_long @ ctx.iso_inst_long
-        + p_short @ ctx.iso_inst_short
-        + c_long @ ctx.iso_asset_long
-        - c_short @ ctx.iso_asset_short
+    floor_delta = min_delta_floor(net, gross, ctx.addons.index, cfg)
+    scen_part = np.maximum.reduce([cross, floor_delta, som])
+    naked = _naked_shorts(ctx, n, options)
+    coll_extra = c_signed[:, 2 * n_und] + c_abs[:, n_und + 1]
+    im = (
+        m.im_loss_factor * scen_part
+        + perp_im
+        + cfg.short_option_im * naked
+        + oracle
         + conc
+        + coll_extra
     )
+    mm = (
+        m.mm_loss_factor * scen_part
+        + perp_mm
+        + cfg.short_option_mm * naked
+        + cfg.concentration_mm_share * conc
+    )
+    coll_value = c_signed[:, 2 * n_und + 1] + c_abs[:, n_und + 2]
+    isolated = isolated + conc
     prec = m.settlement_precision
-    im_r = round_up(np.asarray(im), prec)
-    mm_r = round_up(np.asarray(mm), prec)
-    coll_r = round_down(np.asarray(coll_value), prec)
-    equity = round_down(coll_r + np.asarray(mtm), prec)
+    im_r = round_up(im, prec)
+    mm_r = round_up(mm, prec)
+    coll_r = round_down(coll_value, prec)
+    equity = round_down(coll_r + mtm, prec)
     liquidatable = equity < mm_r
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(equity > 0, mm_r / np.where(equity > 0, equity, 1.0), np.inf)
-    ratio = np.where((equity <= 0) & (mm_r == 0) & (equity == 0), 0.0, ratio)
+    positive = equity > 0
+    ratio = np.where(positive, mm_r / np.where(positive, equity, 1.0), np.inf)
+    ratio = np.where((equity == 0) & (mm_r == 0), 0.0, ratio)
     return {
         "im": im_r,
         "mm": mm_r,
         "collateral_value": coll_r,
-        "mtm": np.asarray(mtm, dtype=np.float64),
+        "mtm": mtm,
         "equity": equity,
         "margin_ratio": ratio,
         "liquidatable": liquidatable,
         "worst_scenario": worst_idx,
         "scenario_part": scen_part,
         "standalone_sum": standalone,
-        "isolated_im": np.asarray(isolated, dtype=np.float64),
+        "isolated_im": isolated,
         "delta": net,
-        "gamma": _dense(positions @ add.gamma_mat),
-        "vega": _dense(positions @ add.vega_mat),
+        "gamma": gamma,
+        "vega": vega,
     }
+
+
+def _naked_shorts(
+    ctx: MarginContext,
+    n: int,
+    options: list[tuple[int, sp.csr_matrix, _Entries, _Block]],
+) -> FloatArray:
+    """USD notional of naked short options per strike group (shorts net of same-strike longs)."""
+    out = np.zeros(n)
+    for _, sub, entries, blk in options:
+        if entries.slot_group.size == 0:
+            continue
+        net = np.bincount(
+            entries.slot,
+            weights=sub.data * blk.coins[sub.indices],
+            minlength=entries.slot_group.size,
+        )
+        naked = np.maximum(-net, 0.0) * ctx.addons.group_index[entries.slot_group]
+        out += np.bincount(entries.slot_row, weights=naked, minlength=n)
+    return out
 
 
 def _offset(
@@ -323,6 +642,7 @@ def compute_margin(
     context: MarginContext | None = None,
     chunk_size: int = DEFAULT_CHUNK,
     n_threads: int = 2,
+    scan_precision: ScanPrecision = "float32",
 ) -> MarginResult:
     """Margin of every account of ``book`` under ``methodology``.
 
@@ -337,15 +657,24 @@ def compute_margin(
         Accounts per chunk (bounds memory: a chunk holds ``chunk_size x scenarios`` floats).
     n_threads
         Worker threads over chunks (SciPy's sparse products release the GIL).
+    scan_precision
+        Precision of the option scenario scan (see :func:`prepare`).
 
     Results do not depend on ``chunk_size`` or ``n_threads``: every account's figures are
     computed from its own row with the same operations in the same order.
     """
-    ctx = context if context is not None else prepare(book, methodology)
+    ctx = (
+        context
+        if context is not None
+        else prepare(book, methodology, scan_precision=scan_precision)
+    )
     slices = list(_chunks(book.n_accounts, chunk_size)) or [slice(0, 0)]
 
+    layout = position_layout(book)
+
     def work(rows: slice) -> dict[str, np.ndarray]:
-        return evaluate(ctx, book.positions[rows], book.collateral[rows])
+        chunk = tuple(e.take_rows(rows.start, rows.stop) for e in layout)
+        return evaluate(ctx, book.positions[rows], book.collateral[rows], chunk)
 
     if n_threads > 1 and len(slices) > 1:
         with ThreadPoolExecutor(max_workers=n_threads) as pool:

@@ -83,8 +83,8 @@ class PerpMargin(_Frozen):
     ``imf + size_addon × sqrt(N)``; ``size_addon`` is in 1/sqrt(quote currency).
     """
 
-    imf: Fraction
-    mmf: Fraction
+    imf: Weight
+    mmf: Weight
     size_addon: PositiveFloat
 
     @model_validator(mode="after")

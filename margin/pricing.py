@@ -263,7 +263,7 @@ def implied_vol(
         lo_i = np.where(diff < 0.0, si, lo[idx])
         hi_i = np.where(diff > 0.0, si, hi[idx])
         vega = black76_greeks(fi, ki, ti, si, ri, ci).vega
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             newton = si - diff / vega
         inside = np.isfinite(newton) & (newton > lo_i) & (newton < hi_i)
         nxt = np.where(inside, newton, 0.5 * (lo_i + hi_i))

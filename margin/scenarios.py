@@ -14,7 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from margin.book import Book
-from margin.instruments import instrument_greeks, instrument_mtm, instrument_pnl
+from margin.instruments import (
+    InstrumentTable,
+    instrument_greeks,
+    instrument_mtm,
+    instrument_pnl,
+)
 from margin.methodology import Methodology, ScenarioConfig
 from margin.typing import FloatArray, IntArray
 
@@ -22,6 +27,7 @@ __all__ = [
     "RiskArrays",
     "ScenarioSet",
     "build_risk_arrays",
+    "linear_coefficients",
     "scenario_set",
     "shocked_vols",
     "vol_shock_multiplier",
@@ -153,9 +159,14 @@ def build_risk_arrays(book: Book, methodology: Methodology) -> RiskArrays:
         pnl = instrument_pnl(
             sub, mkt.mark[rows], mkt.forward[rows], mkt.vol[rows], rate_inst[rows], spot_mult, vols
         )
+        # Delta-one P&L is linear in the move: store it exactly as coefficient x move x weight
+        # so the engine may aggregate those positions as one number per account.
+        coef = linear_coefficients(sub, mkt.mark[rows])
+        linear = coef[:, None] * (scen.spot_moves * scen.weights)[None, :]
+        risk = np.where(sub.is_option[:, None], pnl * scen.weights[None, :], linear)
         sets.append(scen)
         inst_of.append(rows)
-        risk_inst.append(np.ascontiguousarray(pnl * scen.weights[None, :]))
+        risk_inst.append(np.ascontiguousarray(risk))
         a_rows = np.flatnonzero(asset_und == code) if shock_assets else np.empty(0, np.intp)
         asset_of.append(a_rows)
         risk_asset.append(
@@ -184,6 +195,17 @@ def build_risk_arrays(book: Book, methodology: Methodology) -> RiskArrays:
         joint_inst=joint_inst,
         joint_asset=joint_asset,
     )
+
+
+def linear_coefficients(table: InstrumentTable, mark: FloatArray) -> FloatArray:
+    """USD P&L per contract per unit of decimal move for delta-one instruments (0 for options).
+
+    Spot, linear perps and linear futures: ``size x mark``; inverse contracts: ``size`` (USD
+    notional; the coin P&L converted at the shocked price is ``size x m``, see
+    :mod:`margin.instruments`).
+    """
+    coef = np.where(table.is_inverse, table.contract_size, table.contract_size * mark)
+    return np.where(table.is_option, 0.0, coef)
 
 
 def _joint_arrays(

@@ -98,6 +98,25 @@ class WhatIf:
         clo, chi = c.indptr[r], c.indptr[r + 1]
         return self._evaluate(idx, qty, c.indices[clo:chi], c.data[clo:chi])
 
+    def margin_of_positions(
+        self, account: int | str, instruments: ArrayLike, quantities: ArrayLike
+    ) -> WhatIfResult:
+        """Margin of ``account``'s collateral with exactly these positions (instrument column
+        numbers, unique, and signed contracts) instead of its current ones."""
+        r = self._row(account)
+        c = self.book.collateral
+        clo, chi = c.indptr[r], c.indptr[r + 1]
+        return self._evaluate(
+            np.asarray(instruments, dtype=np.intp),
+            np.asarray(quantities, dtype=np.float64),
+            c.indices[clo:chi],
+            c.data[clo:chi],
+        )
+
+    def risk_column(self, scenario: int) -> FloatArray:
+        """Weighted P&L per contract of every instrument in global scenario ``scenario``."""
+        return np.asarray(self._r_full[:, scenario])
+
     def _evaluate(
         self, idx: IntArray, qty: FloatArray, a_idx: IntArray, amt: FloatArray
     ) -> WhatIfResult:

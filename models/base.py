@@ -88,6 +88,20 @@ def validate_panel(panel: pd.DataFrame, columns: tuple[str, ...] = ("ret", "rv")
     return panel
 
 
+def symbol_slices(panel: pd.DataFrame) -> list[tuple[str, slice]]:
+    """Contiguous row ranges of each symbol in a panel sorted by (symbol, date)."""
+    codes = panel.index.codes[0]
+    levels = panel.index.levels[0]
+    if len(codes) == 0:
+        return []
+    cuts = np.flatnonzero(np.diff(codes)) + 1
+    starts = np.concatenate([[0], cuts])
+    stops = np.concatenate([cuts, [len(codes)]])
+    return [
+        (str(levels[codes[a]]), slice(int(a), int(b))) for a, b in zip(starts, stops, strict=True)
+    ]
+
+
 def forward_variance(panel: pd.DataFrame, horizon: int) -> pd.Series:
     """Realized h-day variance ``sum(rv[t+1 … t+h])`` per row, NaN where not yet known.
 

@@ -2,7 +2,8 @@
 
 Models are fitted per symbol on **percent** daily log returns (arch's scaling advice) and
 converted back to decimal variance at the boundary. Between refits the fitted parameters
-filter new data (``arch_model(...).fix(params).forecast(start=...)``); nothing is refitted.
+filter new data through arch's compiled variance recursion (the same numbers as
+``arch_model(...).fix(params).forecast(start=...)``, without its per-call overhead).
 EGARCH has no closed-form multi-step forecast: horizons above one day are simulated with
 a fixed seed (common random numbers for every origin, so forecasts are reproducible and
 unchanged when future data are added).
@@ -20,6 +21,7 @@ from arch import arch_model
 from models.base import BaseForecaster, ewma_variance
 
 PCT2 = 1e4  # percent² → decimal²
+SHOCK_CAP = 6.0  # truncation of simulated standardized EGARCH shocks
 
 
 def _pct_returns(group: pd.DataFrame) -> pd.Series:
@@ -108,13 +110,43 @@ class GARCHForecaster(BaseForecaster):
             return pd.Series(dtype=float, index=panel.index[:0])
         return pd.concat(parts)
 
+    def _process(self) -> Any:
+        from arch.univariate import EGARCH, GARCH
+
+        return EGARCH(p=1, o=self.o, q=1) if self.vol == "EGARCH" else GARCH(p=1, o=self.o, q=1)
+
+    def _one_step(self, r: pd.Series, params: np.ndarray) -> np.ndarray:
+        """Percent² variance of day t+1 at every origin t, with fixed parameters.
+
+        Runs arch's own compiled variance recursion over the residuals plus one dummy
+        residual, so element t is the forecast made at the close of day t. The recursion
+        is causal (backcast and bounds use past residuals only).
+        """
+        process = self._process()
+        resids = np.append(r.to_numpy(dtype=float) - params[0], 0.0)
+        sigma2 = np.empty_like(resids)
+        backcast = process.backcast(resids[:-1])
+        bounds = process.variance_bounds(resids)
+        process.compute_variance(params[1:-1], resids, sigma2, backcast, bounds)
+        return sigma2[1:]
+
     def _filter(self, r: pd.Series, params: np.ndarray, horizon: int, first: int) -> np.ndarray:
-        """Percent² h-day variance at each origin ``first …`` with fixed parameters."""
-        res = self._model(r).fix(params)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            f = res.forecast(horizon=horizon, start=first, reindex=False)
-        return np.asarray(f.variance.to_numpy().sum(axis=1), dtype=float)
+        """Percent² h-day variance at each origin ``first …`` with fixed parameters.
+
+        Multi-step GARCH/GJR forecasts follow ``E[s2(t+k)] = omega + phi E[s2(t+k-1)]`` with
+        persistence ``phi = alpha + gamma / 2 + beta`` (symmetric innovations), which is
+        arch's analytic forecast.
+        """
+        step = self._one_step(r, params)[first:]
+        omega, alpha = params[1], params[2]
+        gamma = params[3] if self.o else 0.0
+        beta = params[3 + self.o]
+        phi = alpha + 0.5 * gamma + beta
+        total, current = step.copy(), step
+        for _ in range(horizon - 1):  # horizon steps only; origins are vectorized
+            current = omega + phi * current
+            total += current
+        return total
 
 
 class GJRForecaster(GARCHForecaster):
@@ -134,7 +166,8 @@ class EGARCHForecaster(GARCHForecaster):
     :math:`\ln\sigma^2_t = \omega + \alpha(|e_{t-1}| - \sqrt{2/\pi}) + \gamma e_{t-1}
     + \beta\ln\sigma^2_{t-1}` as in ``arch``. One-day forecasts are analytic; longer
     horizons average ``simulations`` paths of standardized Student-t shocks drawn once from
-    ``seed`` and shared by every origin.
+    ``seed``, truncated at ±6 (the mean of the exponential of a Student-t shock is
+    infinite, so untruncated paths occasionally explode) and shared by every origin.
     """
 
     name = "egarch"
@@ -142,7 +175,7 @@ class EGARCHForecaster(GARCHForecaster):
     o = 1
 
     def _filter(self, r: pd.Series, params: np.ndarray, horizon: int, first: int) -> np.ndarray:
-        one_day = super()._filter(r, params, 1, first)
+        one_day = self._one_step(r, params)[first:]
         if horizon == 1:
             return one_day
         _, omega, alpha, gamma, beta, nu = (float(x) for x in params)

@@ -1,8 +1,8 @@
 """HAR-RV and HARQ on log realized variance (Corsi 2009; Bollerslev, Patton & Quaedvlieg 2016).
 
-Per symbol and horizon h: ``log(sum rv[t+1..t+h]) = b0 + bd log RV_d + bw log RV_w
-+ bm log RV_m (+ bq q_t log RV_d) + e`` with the daily/weekly/monthly averages of the
-panel (``har_d``, ``har_w``, ``har_m``). HARQ lets the daily coefficient move with the
+Per symbol and horizon h: ``log(sum rv[t+1..t+h]) = b0 + bd har_d + bw har_w + bm har_m
+(+ bq q_t har_d) + e`` where ``har_d``, ``har_w``, ``har_m`` are the panel's means of log RV
+over the last 1, 7 and 30 days. HARQ lets the daily coefficient move with the
 relative measurement error ``q_t = sqrt(rq_t) / rv_t``. Back-transformation to variance uses
 a smearing factor estimated on held-out training rows (:class:`LogTargetRegressor`).
 """
@@ -14,7 +14,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
-from models.base import BaseForecaster, forward_variance
+from models.base import BaseForecaster, forward_variance, symbol_slices
 from models.errors import ModelInputError
 from models.logtarget import LogTargetRegressor
 
@@ -52,33 +52,31 @@ class HARForecaster(BaseForecaster):
         self.min_obs = min_obs
 
     def _design(self, panel: pd.DataFrame) -> pd.DataFrame:
-        return pd.DataFrame(
-            {
-                c: np.log(panel[c].astype(float).clip(lower=TINY))
-                for c in ("har_d", "har_w", "har_m")
-            },
-            index=panel.index,
-        )
+        # har_* are already means of log RV over the last 1, 7 and 30 days.
+        return panel[["har_d", "har_w", "har_m"]].astype(float)
 
     def _fit(self, panel: pd.DataFrame) -> None:
-        X_all = self._design(panel)
+        X_all = self._design(panel).to_numpy(dtype=float)
+        dates = panel.index.get_level_values("date")
         self.regressors_: dict[tuple[str, int], LogTargetRegressor] = {}
         for h in self.horizons:
-            y_all = forward_variance(panel, h)
-            for symbol, X in X_all.groupby(level="symbol", sort=False):
-                y = y_all.loc[X.index]
-                ok = (np.isfinite(X).all(axis=1) & np.isfinite(y) & (y > 0)).to_numpy()
+            y_all = forward_variance(panel, h).to_numpy(dtype=float)
+            for symbol, rows in symbol_slices(panel):
+                X, y = X_all[rows], y_all[rows]
+                ok = np.isfinite(X).all(axis=1) & np.isfinite(y) & (y > 0)
                 X_ok, y_ok = X[ok], y[ok]
                 if self.window is not None:
-                    X_ok, y_ok = X_ok.iloc[-self.window :], y_ok.iloc[-self.window :]
+                    X_ok, y_ok = X_ok[-self.window :], y_ok[-self.window :]
                 if len(y_ok) < self.min_obs:
-                    last = X.index.get_level_values("date")[-1]
                     self._record_fallback(
-                        str(symbol), last, f"only {len(y_ok)} usable rows", "forecasting with EWMA"
+                        symbol,
+                        dates[rows.stop - 1],
+                        f"only {len(y_ok)} usable rows at h={h}",
+                        "forecasting with EWMA",
                     )
                     continue
                 reg = LogTargetRegressor(holdout_fraction=self.holdout_fraction, gap=h)
-                self.regressors_[(str(symbol), h)] = reg.fit(X_ok.to_numpy(), y_ok.to_numpy())
+                self.regressors_[(symbol, h)] = reg.fit(X_ok, y_ok)
 
     def _forecast(self, panel: pd.DataFrame, horizon: int, start: pd.Timestamp | None) -> pd.Series:
         if horizon not in self.horizons:
@@ -87,17 +85,18 @@ class HARForecaster(BaseForecaster):
             )
         if start is not None:
             panel = panel[panel.index.get_level_values("date") >= start]
-        X_all = self._design(panel)
-        out = pd.Series(np.nan, index=panel.index)
-        for symbol, X in X_all.groupby(level="symbol", sort=False):
-            reg = self.regressors_.get((str(symbol), horizon))
+        X_all = self._design(panel).to_numpy(dtype=float)
+        values = np.full(len(panel), np.nan)
+        for symbol, rows in symbol_slices(panel):
+            reg = self.regressors_.get((symbol, horizon))
             if reg is None:
                 continue  # NaN → EWMA fallback in the base class
-            ok = np.isfinite(X).all(axis=1).to_numpy()
-            values = np.full(len(X), np.nan)
-            values[ok] = reg.predict(X.to_numpy()[ok])
-            out.loc[X.index] = values
-        return out
+            X = X_all[rows]
+            ok = np.isfinite(X).all(axis=1)
+            part = np.full(len(X), np.nan)
+            part[ok] = reg.predict(X[ok])
+            values[rows] = part
+        return pd.Series(values, index=panel.index)
 
 
 class HARQForecaster(HARForecaster):
@@ -117,5 +116,6 @@ class HARQForecaster(HARForecaster):
         X = super()._design(panel)
         rv = panel["rv"].astype(float).clip(lower=TINY)
         q = np.sqrt(panel["rq"].astype(float).clip(lower=0.0)) / rv
+        X = X.copy()
         X["q_x_har_d"] = q.clip(upper=10.0) * X["har_d"]
         return X

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from models.base import BaseForecaster, forward_variance
+from models.base import BaseForecaster, forward_variance, symbol_slices
 from models.errors import ModelInputError
 from models.logtarget import LogTargetRegressor
 
@@ -22,8 +22,6 @@ TINY = 1e-12
 # (LightGBM treats NaN as missing), so e.g. DVOL can be absent for some symbols.
 LOG_COLUMNS = (
     "rv",
-    "har_w",
-    "har_m",
     "parkinson",
     "garman_klass",
     "rogers_satchell",
@@ -32,6 +30,8 @@ LOG_COLUMNS = (
     "rsv_neg",
 )
 RAW_COLUMNS = (
+    "har_w",
+    "har_m",
     "ret",
     "ret_lag1",
     "leverage",
@@ -73,7 +73,7 @@ class LGBMForecaster(BaseForecaster):
         num_leaves: int = 15,
         min_child_samples: int = 100,
         subsample: float = 0.5,
-        colsample_bytree: float = 0.8,
+        colsample_bytree: float = 0.5,
         reg_lambda: float = 1.0,
         max_bin: int = 63,
         pooled: bool = True,
@@ -133,24 +133,23 @@ class LGBMForecaster(BaseForecaster):
     def _fit(self, panel: pd.DataFrame) -> None:
         self.categories_ = sorted(str(s) for s in panel.index.unique(level="symbol"))
         X_all = self._design(panel)
+        dates = panel.index.get_level_values("date").to_numpy()
+        groups = [("*", slice(0, len(panel)))] if self.pooled else symbol_slices(panel)
         self.regressors_: dict[tuple[str, int], LogTargetRegressor] = {}
-        groups = [("*", X_all)] if self.pooled else list(X_all.groupby(level="symbol", sort=False))
         for h in self.horizons:
-            y_all = forward_variance(panel, h)
-            for key, X in groups:
-                y = y_all.loc[X.index]
-                ok = (np.isfinite(y) & (y > 0) & np.isfinite(X["log_rv"])).to_numpy()
-                X_ok, y_ok = X[ok], y[ok]
+            y_all = forward_variance(panel, h).to_numpy(dtype=float)
+            for key, rows in groups:
+                y, X = y_all[rows], X_all.iloc[rows]
+                ok = np.flatnonzero(np.isfinite(y) & (y > 0) & np.isfinite(X["log_rv"]))
                 # Time order across symbols, so the held-out rows are the latest dates.
-                order = np.argsort(X_ok.index.get_level_values("date").to_numpy(), kind="stable")
-                X_ok, y_ok = X_ok.iloc[order], y_ok.iloc[order]
-                n_sym = max(len(X_ok.index.unique(level="symbol")), 1)
+                ok = ok[np.argsort(dates[rows][ok], kind="stable")]
+                n_sym = len(X.index.unique(level="symbol"))
                 reg = LogTargetRegressor(
                     estimator=self._regressor(),
                     holdout_fraction=self.holdout_fraction,
-                    gap=h * n_sym,
+                    gap=h * max(n_sym, 1),
                 )
-                self.regressors_[(str(key), h)] = reg.fit(X_ok, y_ok.to_numpy())
+                self.regressors_[(key, h)] = reg.fit(X.iloc[ok], y[ok])
 
     def _forecast(self, panel: pd.DataFrame, horizon: int, start: pd.Timestamp | None) -> pd.Series:
         if horizon not in self.horizons:
@@ -161,12 +160,11 @@ class LGBMForecaster(BaseForecaster):
             panel = panel[panel.index.get_level_values("date") >= start]
         X_all = self._design(panel)
         if self.pooled:
-            return pd.Series(
-                self.regressors_[("*", horizon)].predict(X_all), index=panel.index, dtype=float
-            )
-        out = pd.Series(np.nan, index=panel.index)
-        for symbol, X in X_all.groupby(level="symbol", sort=False):
-            reg = self.regressors_.get((str(symbol), horizon))
+            values = self.regressors_[("*", horizon)].predict(X_all)
+            return pd.Series(values, index=panel.index, dtype=float)
+        out = np.full(len(panel), np.nan)
+        for symbol, rows in symbol_slices(panel):
+            reg = self.regressors_.get((symbol, horizon))
             if reg is not None:
-                out.loc[X.index] = reg.predict(X)
-        return out
+                out[rows] = reg.predict(X_all.iloc[rows])
+        return pd.Series(out, index=panel.index)

@@ -11,6 +11,7 @@ rejected, and every error is one line naming the file, the section, the key and 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -62,9 +63,9 @@ class ModelsConfig(_Section):
     """Forecasters to fit and the walk-forward evaluation that picks the champion."""
 
     names: tuple[str, ...] = ("ewma", "garch", "har", "lgbm")
-    eval_days: PositiveInt = 120
-    validation_days: PositiveInt = 180
-    refit_every: PositiveInt = 21
+    eval_days: PositiveInt = 60
+    validation_days: PositiveInt = 120
+    refit_every: PositiveInt = 30
     window: Literal["expanding", "rolling"] = "expanding"
     rolling_days: PositiveInt = 730
     seed: int = 7
@@ -81,19 +82,11 @@ class ModelsConfig(_Section):
         return lower
 
 
-class ApcSection(ApcConfig):
-    """Anti-procyclicality (``margin.apc.ApcConfig``) with every tool on by default."""
-
-    buffer: bool = True
-    stress_weight: bool = True
-    floor: bool = True
-
-
 class BacktestConfig(_Section):
     """Walk-forward parameter backtest of the champion over the most recent days."""
 
     days: PositiveInt = 365
-    refit_every: PositiveInt = 63
+    refit_every: PositiveInt = 91
     validation_days: Annotated[int, Field(ge=30)] = 30
 
 
@@ -111,6 +104,8 @@ class RunConfig(_Section):
     prefect_home: Path = Path(".prefect")
     progress: bool = True
     max_workers: PositiveInt = 2
+    cache: bool = True
+    """Reuse walk-forward results cached for the same data, schedule and code."""
 
 
 class DaskConfig(_Section):
@@ -126,7 +121,7 @@ class XmarginConfig(_Section):
     data: DataConfig = DataConfig()
     models: ModelsConfig = ModelsConfig()
     calibration: CalibrationConfig = CalibrationConfig()
-    apc: ApcSection = ApcSection()
+    apc: ApcConfig = ApcConfig()
     backtest: BacktestConfig = BacktestConfig()
     params: ParamsConfig = ParamsConfig()
     run: RunConfig = RunConfig()
@@ -155,10 +150,13 @@ class XmarginConfig(_Section):
 
     @property
     def mlflow_tracking_uri(self) -> str:
-        """The MLflow store: the configured URI or ``sqlite:///<base_dir>/mlflow.db``."""
+        """The MLflow store: ``[run] mlflow_tracking_uri``, else ``MLFLOW_TRACKING_URI``,
+        else ``sqlite:///<base_dir>/mlruns/mlflow.db`` (artifacts in ``mlruns/artifacts``)."""
         if self.run.mlflow_tracking_uri:
             return self.run.mlflow_tracking_uri
-        return f"sqlite:///{(self.base_dir / 'mlflow.db').resolve()}"
+        if os.environ.get("MLFLOW_TRACKING_URI"):
+            return os.environ["MLFLOW_TRACKING_URI"]
+        return f"sqlite:///{(self.base_dir / 'mlruns' / 'mlflow.db').resolve()}"
 
     def with_overrides(self, **sections: dict[str, Any]) -> XmarginConfig:
         """Return a copy with some keys of some sections replaced (validated again).

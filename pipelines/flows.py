@@ -17,9 +17,23 @@ from prefect import flow, get_run_logger, unmapped
 from pipelines import tasks
 from pipelines.config import XmarginConfig, load_config
 from pipelines.dask_runner import task_runner
+from pipelines.summary import advance
 
 if TYPE_CHECKING:
     from margin.parameters import ParameterSet
+
+
+STEPS = (
+    "loading market history",
+    "building daily features",
+    "walking forecasters forward",
+    "recording models in MLflow",
+    "forecasting with the champion",
+    "calibrating parameters",
+    "backtesting parameters",
+    "publishing signed files",
+    "writing the report",
+)
 
 
 @dataclass(frozen=True)
@@ -103,7 +117,8 @@ def _evaluate(
         )
         for name in cfg.models.names
     ]
-    results = tasks.walk_forward_model.map(jobs, panel=unmapped(panel)).result()
+    walk = tasks.walk_forward_model.with_options(refresh_cache=not cfg.run.cache)
+    results = walk.map(jobs, panel=unmapped(panel)).result()
     return tasks.compare_models(
         results, panel, horizon, eval_start, day, validation_start, cfg.models.seed
     )
@@ -117,27 +132,37 @@ def _update(cfg: XmarginConfig, as_of: dt.date | None) -> RunOutcome:
         tasks.sync_market_data(cfg.data_dir)
     data_digest = tasks.digest_market_data(cfg.data_dir, symbols)
     history = tasks.load_history(cfg.data_dir, symbols, cfg.data.history_start, as_of)
+    advance(STEPS[1])
     panel = tasks.build_panel(history, symbols)
     day = tasks.resolve_as_of(panel, as_of)
     digest = tasks.panel_digest(panel)
     log.info("As-of %s: %d symbols, models %s", day, len(symbols), ", ".join(cfg.models.names))
+    advance(STEPS[2])
 
     comparison = _evaluate(cfg, panel, day, digest)
-    tracked = tasks.track_models(comparison, cfg, data_digest)
+    advance(STEPS[3])
+    tracked = tasks.track_models(comparison, panel, cfg, data_digest, digest)
+    advance(STEPS[4])
     job = tasks.champion_job(comparison.champion, day, cfg, digest)
-    champion = tasks.walk_forward_model(job, panel)
+    walk = tasks.walk_forward_model.with_options(refresh_cache=not cfg.run.cache)
+    champion = walk(job, panel)
     forecast = champion.forecasts[(comparison.champion, horizon)]
+    advance(STEPS[5])
 
     previous = tasks.load_previous_parameters(cfg.out_dir / tasks.PARAMS_STORE, day)
     params = tasks.calibrate(
         panel, forecast, comparison.champion, day, cfg, previous, data_digest, tracked
     )
+    advance(STEPS[6])
     backtest = tasks.backtest_parameters(panel, forecast, comparison.champion, day, cfg)
     params = tasks.attach_backtest(params, backtest.summary)
+    advance(STEPS[7])
     published = tasks.publish_parameters(params, cfg)
+    advance(STEPS[8])
     report_html, charts = tasks.build_report(comparison, backtest, params, horizon)
     run_folder = tasks.write_run_folder(cfg, day, published, backtest, comparison, report_html)
     tasks.log_report_artifacts(tracked, charts, report_html, cfg)
+    advance("done")
     return RunOutcome(
         as_of=day.isoformat(),
         run_folder=run_folder,
@@ -201,23 +226,19 @@ def compute_margins(
     return tasks.write_margin_results(parts, Path(out_file))
 
 
-def run_update_parameters(
-    cfg: XmarginConfig,
-    as_of: dt.date | None = None,
-    show_progress: bool = True,
-    config_file: Path | None = None,
-) -> RunOutcome:
-    """Run ``update-parameters`` for an already loaded configuration and print the summary.
+def run_update_parameters(cfg: XmarginConfig, as_of: dt.date | None = None) -> RunOutcome:
+    """Run ``update-parameters`` for a loaded configuration and print the summary table.
 
-    The task runner follows ``[dask] address`` (Dask) or ``[run] max_workers`` (threads).
+    The task runner follows ``[dask] address`` (Dask) or ``[run] max_workers`` (threads);
+    ``[run] progress`` shows a progress bar over the steps.
     """
+    from pipelines.summary import print_summary, step_progress
+
     runner = task_runner(cfg.dask.address, cfg.run.max_workers)
     configured = update_parameters_for_config.with_options(task_runner=runner)
-    outcome: RunOutcome = configured(cfg, as_of)
-    if show_progress is not None:
-        from pipelines.summary import print_summary
-
-        print_summary(outcome.params, outcome.previous)
+    with step_progress(STEPS, enabled=cfg.run.progress):
+        outcome: RunOutcome = configured(cfg, as_of)
+    print_summary(outcome.params, outcome.previous)
     return outcome
 
 

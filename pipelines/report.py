@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 FORECAST_COLUMNS = ("symbol", "date", "forecast_var", "realized_var")
@@ -68,19 +69,34 @@ class ReportInputs:
 def _png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     # No timestamp metadata: the same data gives the same bytes.
-    fig.savefig(buffer, format="png", dpi=90, metadata={"Software": None})
+    fig.savefig(buffer, format="png", dpi=80, metadata={"Software": None})
     return buffer.getvalue()
+
+
+def _dates(values: pd.Series) -> np.ndarray:
+    """UTC dates as naive ``datetime64`` (matplotlib converts these fastest)."""
+    index = pd.DatetimeIndex(values)
+    if index.tz is not None:
+        index = index.tz_convert("UTC").tz_localize(None)
+    return index.to_numpy()
 
 
 def _has(frame: pd.DataFrame, columns: tuple[str, ...]) -> bool:
     return not frame.empty and all(c in frame.columns for c in columns)
 
 
-def _symbol_axes(n: int, title: str) -> tuple[Figure, list]:  # type: ignore[type-arg]
-    fig = Figure(figsize=(9.0, 2.4 * n), layout="constrained")
-    axes = fig.subplots(n, 1, squeeze=False)[:, 0].tolist()
+def _symbol_axes(n: int, title: str) -> tuple[Figure, list[Axes]]:
+    """One panel per symbol in two columns, shared time axis (fixed margins: fast layout)."""
+    rows = (n + 1) // 2
+    fig = Figure(figsize=(10.0, 0.6 + 2.1 * rows))
+    grid = fig.subplots(rows, 2, squeeze=False, sharex=True)
+    fig.subplots_adjust(left=0.07, right=0.99, top=1 - 0.45 / (0.6 + 2.1 * rows), bottom=0.08,
+                        hspace=0.25, wspace=0.15)
+    axes = grid.ravel().tolist()
+    for extra in axes[n:]:
+        extra.set_visible(False)
     fig.suptitle(title)
-    return fig, axes
+    return fig, axes[:n]
 
 
 def forecast_chart(forecasts: pd.DataFrame) -> bytes | None:
@@ -92,13 +108,27 @@ def forecast_chart(forecasts: pd.DataFrame) -> bytes | None:
     for ax, symbol in zip(axes, symbols, strict=True):
         rows = forecasts[forecasts["symbol"] == symbol].sort_values("date")
         scale = 100.0 * np.sqrt(365.0)
-        ax.plot(rows["date"], np.sqrt(rows["realized_var"]) * scale, lw=0.8, color="0.6",
-                label="realized")
-        ax.plot(rows["date"], np.sqrt(rows["forecast_var"]) * scale, lw=1.2, color="C0",
-                label="forecast")
+        dates = _dates(rows["date"])
+        ax.plot(dates, np.sqrt(rows["realized_var"].to_numpy(float)) * scale, lw=0.8,
+                color="0.6", label="realized")
+        ax.plot(dates, np.sqrt(rows["forecast_var"].to_numpy(float)) * scale, lw=1.2,
+                color="C0", label="forecast")
         ax.set_ylabel(symbol)
         ax.legend(loc="upper left", fontsize=8)
     return _png(fig)
+
+
+def im_breaches(margin_path: pd.DataFrame) -> np.ndarray:
+    """Rows where the realized move beat the IM scan range on its side.
+
+    A long loses ``-(e^m - 1)`` on a log move ``m`` and a short ``e^m - 1``; a breach is a loss
+    above the scan range of that side. Unknown moves or ranges are not breaches.
+    """
+    simple = np.expm1(margin_path["move"].to_numpy(dtype=float))
+    long = margin_path["im_long"].to_numpy(dtype=float)
+    short = margin_path["im_short"].to_numpy(dtype=float)
+    with np.errstate(invalid="ignore"):
+        return np.asarray((-simple > long) | (simple > short), dtype=bool)
 
 
 def margin_chart(margin_path: pd.DataFrame) -> bytes | None:
@@ -109,7 +139,7 @@ def margin_chart(margin_path: pd.DataFrame) -> bytes | None:
     fig, axes = _symbol_axes(len(symbols), "Scan range vs realized move (% of price)")
     for ax, symbol in zip(axes, symbols, strict=True):
         rows = margin_path[margin_path["symbol"] == symbol].sort_values("date")
-        dates = rows["date"].to_numpy()
+        dates = _dates(rows["date"])
         move = 100.0 * np.expm1(rows["move"].to_numpy(dtype=float))
         im_low = -100.0 * rows["im_long"].to_numpy(dtype=float)
         im_high = 100.0 * rows["im_short"].to_numpy(dtype=float)
@@ -118,8 +148,7 @@ def margin_chart(margin_path: pd.DataFrame) -> bytes | None:
                 label="MM range")
         ax.plot(dates, 100.0 * rows["mm_short"].to_numpy(dtype=float), color="C1", lw=0.7)
         ax.plot(dates, move, color="0.3", lw=0.6, label="realized move")
-        with np.errstate(invalid="ignore"):
-            breach = (move < im_low) | (move > im_high)
+        breach = im_breaches(rows)
         ax.scatter(dates[breach], move[breach], color="red", s=14, zorder=3,
                    label=f"IM breach ({int(breach.sum())})")
         ax.set_ylabel(symbol)
@@ -131,14 +160,15 @@ def procyclicality_chart(margin_path: pd.DataFrame) -> bytes | None:
     """Larger IM scan range of the two sides relative to its first value, all symbols."""
     if not _has(margin_path, MARGIN_COLUMNS):
         return None
-    fig = Figure(figsize=(9.0, 3.2), layout="constrained")
+    fig = Figure(figsize=(10.0, 3.2))
+    fig.subplots_adjust(left=0.07, right=0.99, top=0.9, bottom=0.12)
     ax = fig.subplots()
     for symbol, rows in margin_path.sort_values("date").groupby("symbol", sort=True):
         im = rows[["im_long", "im_short"]].max(axis=1).to_numpy(dtype=float)
         valid = np.isfinite(im)
         if not valid.any():
             continue
-        ax.plot(rows["date"].to_numpy()[valid], im[valid] / im[valid][0], lw=1.0,
+        ax.plot(_dates(rows["date"])[valid], im[valid] / im[valid][0], lw=1.0,
                 label=str(symbol))
     ax.axhline(1.0, color="0.5", lw=0.6)
     ax.set_title("Procyclicality: IM scan range / first value")

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 if TYPE_CHECKING:
@@ -92,9 +99,18 @@ def print_summary(
             )
 
 
+_ACTIVE: list[tuple[Progress, TaskID]] = []
+
+
 @contextmanager
-def progress(enabled: bool = True, console: Console | None = None) -> Iterator[Progress]:
-    """A rich progress display for long steps (transient; disabled when not wanted)."""
+def step_progress(
+    steps: Sequence[str], enabled: bool = True, console: Console | None = None
+) -> Iterator[Progress]:
+    """A rich progress bar over the named steps of a flow; :func:`advance` moves it.
+
+    The bar is transient (it disappears when the run ends) and is off when ``enabled`` is
+    false or the output is not a terminal.
+    """
     bar = Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -106,4 +122,15 @@ def progress(enabled: bool = True, console: Console | None = None) -> Iterator[P
         disable=not enabled,
     )
     with bar:
-        yield bar
+        task_id = bar.add_task(steps[0] if steps else "", total=len(steps))
+        _ACTIVE.append((bar, task_id))
+        try:
+            yield bar
+        finally:
+            _ACTIVE.remove((bar, task_id))
+
+
+def advance(next_step: str) -> None:
+    """Mark the current step done and show ``next_step`` (no-op without a progress bar)."""
+    for bar, task_id in _ACTIVE[-1:]:
+        bar.update(task_id, advance=1, description=next_step)

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from margin.parameters import ParameterSet
     from margin.params import WrittenSet
     from margin.result import MarginResult
+    from models.evaluation import EvaluationResult
     from models.selection import Selection
     from models.walkforward import WalkForwardResult
 
@@ -66,12 +67,12 @@ def digest_market_data(data_dir: Path, symbols: Sequence[str]) -> str:
 
 @task(name="load-market-history", cache_policy=NO_CACHE, **IO_RETRIES)
 def load_history(
-    data_dir: Path, symbols: Sequence[str], start: dt.date, end: dt.date
+    data_dir: Path, symbols: Sequence[str], start: dt.date, end: dt.date | None
 ) -> MarketHistory:
     """Load and validate hourly history (``features.history.load_market_history``)."""
     from features.history import load_market_history
 
-    end_ts = pd.Timestamp(end, tz="UTC") + pd.Timedelta(hours=23)
+    end_ts = None if end is None else pd.Timestamp(end, tz="UTC") + pd.Timedelta(hours=23)
     history = load_market_history(data_dir, list(symbols), pd.Timestamp(start, tz="UTC"), end_ts)
     log = get_run_logger()
     for symbol in history.symbols:
@@ -209,6 +210,8 @@ class ModelComparison:
     fallbacks: dict[str, int]
     eval_start: dt.date
     eval_end: dt.date
+    evaluation: EvaluationResult
+    """The same, as ``models.evaluation.evaluate`` returns it (what MLflow tracking logs)."""
 
     @property
     def champion(self) -> str:
@@ -228,23 +231,25 @@ def compare_models(
 ) -> ModelComparison:
     """Score every model (``models.evaluation.score``) and pick the champion on the
     validation window before the evaluation window (``models.selection.select_champion``)."""
-    from models.evaluation import realized_variance, score
+    from models.evaluation import METRIC_COLUMNS, EvaluationResult, realized_variance, score
     from models.selection import select_champion
+    from models.walkforward import WalkForwardConfig, WalkForwardResult
 
-    forecasts: dict[tuple[str, int], pd.Series] = {}
-    fallbacks: dict[str, int] = {}
-    for result in results:
-        forecasts.update(result.forecasts)
-        fallbacks.update({m: len(v) for m, v in result.fallbacks.items()})
-    realized = realized_variance(panel, horizon)
     start, end = pd.Timestamp(eval_start, tz="UTC"), pd.Timestamp(eval_end, tz="UTC")
-    details = score(forecasts, {horizon: realized}, start, end, seed=seed)
+    first = pd.Timestamp(validation_start, tz="UTC")
+    walk = WalkForwardResult(
+        config=WalkForwardConfig(first, end, results[0].config.refit_every, (horizon,),
+                                 results[0].config.window),
+        forecasts={k: v for r in results for k, v in r.forecasts.items()},
+        fallbacks={k: v for r in results for k, v in r.fallbacks.items()},
+        seconds={k: v for r in results for k, v in r.seconds.items()},
+        fitted={k: v for r in results for k, v in r.fitted.items()},
+    )  # fmt: skip
+    fallbacks = {m: len(v) for m, v in walk.fallbacks.items()}
+    realized = realized_variance(panel, horizon)
+    details = score(walk.forecasts, {horizon: realized}, start, end, seed=seed)
     selection = select_champion(
-        forecasts,
-        realized,
-        horizon,
-        pd.Timestamp(validation_start, tz="UTC"),
-        start - pd.Timedelta(days=1),
+        walk.forecasts, realized, horizon, first, start - pd.Timedelta(days=1)
     )
     log = get_run_logger()
     log.info("Champion: %s", selection.reason)
@@ -252,17 +257,20 @@ def compare_models(
     for model, row in pooled.iterrows():
         log.info("%-10s pooled QLIKE %.4f  MSE %.3g  in MCS: %s  fallbacks: %d", model,
                  row["qlike"], row["mse"], bool(row["in_mcs"]), fallbacks.get(str(model), 0))
-    from models.evaluation import METRIC_COLUMNS
-
+    metrics = details[METRIC_COLUMNS].copy()
+    evaluation = EvaluationResult(
+        metrics, details, {horizon: selection}, walk, {horizon: realized}, start, end, first
+    )
     return ModelComparison(
-        metrics=details[METRIC_COLUMNS].copy(),
+        metrics=metrics,
         details=details,
         selection=selection,
-        forecasts=forecasts,
+        forecasts=walk.forecasts,
         realized=realized,
         fallbacks=fallbacks,
         eval_start=eval_start,
         eval_end=eval_end,
+        evaluation=evaluation,
     )
 
 
@@ -705,22 +713,81 @@ def write_margin_results(parts: Sequence[MarginResult], out_file: Path) -> Margi
 # ----------------------------------------------------------------------------- MLflow
 
 
-@task(name="track-models", cache_policy=NO_CACHE, **IO_RETRIES)
-def track_models(comparison: ModelComparison, cfg: XmarginConfig, data_digest: str) -> Tracked:
-    """Log the comparison and register the champion in MLflow (``models.tracking``)."""
-    try:
-        from models import tracking
-    except ImportError:
-        get_run_logger().warning("MLflow tracking is not available: nothing logged")
-        return Tracked()
-    raise NotImplementedError(tracking)
+def _tracking_key(_: Any, parameters: dict[str, Any]) -> str:
+    comparison: ModelComparison = parameters["comparison"]
+    cfg: XmarginConfig = parameters["cfg"]
+    walk = comparison.evaluation.walk
+    parts = (
+        cfg.mlflow_tracking_uri,
+        parameters["data_digest"],
+        parameters["panel_digest"],
+        repr(walk.config),
+        ",".join(walk.models),
+        comparison.selection.reason,
+        _package_digest("models"),
+    )
+    return "track-models-" + hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+@task(
+    name="track-models",
+    cache_key_fn=_tracking_key,
+    persist_result=True,
+    **IO_RETRIES,
+)
+def track_models(
+    comparison: ModelComparison,
+    panel: pd.DataFrame,
+    cfg: XmarginConfig,
+    data_digest: str,
+    panel_digest: str,
+) -> Tracked:
+    """Log the comparison (one parent run, one nested run per model) and register the
+    champion and challenger with their aliases (``models.tracking.log_evaluation``).
+
+    Cached on the inputs' digests and the store: rerunning the same day reuses the logged
+    runs, so the parameter files (which name the run) come out byte-identical.
+    """
+    import os
+
+    from models.tracking import REGISTERED_NAME, log_evaluation
+
+    uri = cfg.mlflow_tracking_uri
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    info = log_evaluation(comparison.evaluation, panel)
+    name = REGISTERED_NAME.format(horizon=comparison.selection.horizon)
+    version = info.registered.get(name, {}).get("champion")
+    run_id = info.model_run_ids.get(comparison.champion)
+    get_run_logger().info(
+        "MLflow: parent run %s, %d model runs; %s@champion = version %s (%s)",
+        info.parent_run_id, len(info.model_run_ids), name, version, comparison.champion,
+    )  # fmt: skip
+    return Tracked(run_id=run_id, registry_version=version, parent_run_id=info.parent_run_id)
 
 
 @task(name="log-report-artifacts", cache_policy=NO_CACHE, **IO_RETRIES)
 def log_report_artifacts(
     tracked: Tracked, charts: dict[str, bytes], report_html: str, cfg: XmarginConfig
 ) -> None:
-    """Attach the report and its charts to the champion's MLflow run (``models.tracking``)."""
-    if tracked.run_id is None:
+    """Attach the report and its charts to the evaluation's parent MLflow run (``report/``).
+
+    ``models.tracking`` has no call for extra artifacts yet, so this is the one place outside
+    it that talks to MLflow (a single ``log_artifacts``).
+    """
+    if tracked.parent_run_id is None:
         return
-    raise NotImplementedError
+    import tempfile
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(cfg.mlflow_tracking_uri, cfg.mlflow_tracking_uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for name, png in charts.items():
+            (folder / name).write_bytes(png)
+        (folder / "report.html").write_text(report_html, encoding="utf-8")
+        client.log_artifacts(tracked.parent_run_id, str(folder), "report")
+    get_run_logger().info("Report and %d charts logged to MLflow run %s", len(charts),
+                          tracked.parent_run_id)

@@ -1,5 +1,6 @@
 """Methodology profiles: configurations that reproduce existing exchanges' margin."""
 
+from margin.profiles.deribit_pm import DeribitMargin, DeribitPMParameters, deribit_pm_margin
 from margin.profiles.derive_cases import (
     DeriveCase,
     DeriveCaseError,
@@ -17,8 +18,21 @@ from margin.profiles.derive_pmrm2 import (
     derive_pmrm2_book_margin,
     derive_pmrm2_margin,
 )
+from margin.profiles.linear import (
+    DriftMarket,
+    DydxLiquidityTier,
+    HyperliquidMarginTable,
+    HyperliquidTier,
+    drift_perp_margin,
+    dydx_margin,
+    hyperliquid_margin,
+)
+from margin.profiles.paradex_pm import ParadexMargin, ParadexPMParameters, paradex_margin
+from margin.profiles.span import SpanMargin, SpanParameters, inter_commodity_credit, span_margin
 
 __all__ = [
+    "DeribitMargin",
+    "DeribitPMParameters",
     "DeriveAccounts",
     "DeriveBookMargin",
     "DeriveCase",
@@ -28,8 +42,23 @@ __all__ = [
     "DeriveMarket",
     "DerivePMRM2Parameters",
     "DerivePortfolio",
+    "DriftMarket",
+    "DydxLiquidityTier",
+    "HyperliquidMarginTable",
+    "HyperliquidTier",
+    "ParadexMargin",
+    "ParadexPMParameters",
+    "SpanMargin",
+    "SpanParameters",
+    "deribit_pm_margin",
     "derive_pmrm2_book_margin",
     "derive_pmrm2_margin",
+    "drift_perp_margin",
+    "dydx_margin",
+    "hyperliquid_margin",
+    "inter_commodity_credit",
     "load_derive_case",
     "load_derive_cases",
+    "paradex_margin",
+    "span_margin",
 ]

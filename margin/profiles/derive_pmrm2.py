@@ -3,10 +3,10 @@
 One underlying per book: every account holds cash, one perpetual position, options grouped
 by expiry and collateral assets (some of them *risk-cancelling*, i.e. shocked with spot).
 The market is valued once: every option in every scenario in one Black-76 call on a
-(grid rows × options) grid, the risk array. Per-account expiry values are then one sparse
-product per expiry (accounts × options times options × rows), followed by the non-linear
-steps (static discount by sign of the expiry value, skew ``-|.|``, worst case) as array
-operations. A single portfolio is a book of one account.
+(grid rows × options) grid, the risk array. The value of every held (account, expiry) pair
+in every row is then one sparse product, followed by the non-linear steps (static discount
+by sign of the expiry value, skew ``-|.|``, worst case) as array operations. A single
+portfolio is a book of one account.
 
 Signs follow Derive: ``im`` and ``mm`` are *collateral value minus requirement*, so a
 negative figure is the amount by which the account is short of margin.
@@ -425,20 +425,21 @@ def skew_shock(
 
 
 def basis_contingency(
-    mtm_acct_exp: FloatArray,
-    up_acct_exp: FloatArray,
-    down_acct_exp: FloatArray,
-    tau_exp: FloatArray,
+    mark: FloatArray,
+    up: FloatArray,
+    down: FloatArray,
+    tau: FloatArray,
     params: BasisContingencyParameters,
 ) -> FloatArray:
-    """Forward contingency per account: ``sum_e min(0, V_e(up) - V_e, V_e(down) - V_e) w_e``.
+    """Forward contingency of expiry holdings: ``min(0, V(up) - V, V(down) - V) (add + mult tau)``.
 
-    ``w_e = add + mult tau_e``. Values carry no static discount; the result is ``<= 0`` and is
-    the starting point of the worst-scenario search. Inputs are (accounts, expiries).
+    Element-wise over expiry values (an account's contingency is the sum over its expiries).
+    ``V(up)`` / ``V(down)`` are the values with spot moved by the basis shocks and vol
+    unchanged; no static discount applies. The result is ``<= 0`` and is the starting point
+    of the worst-scenario search.
     """
-    loss = np.minimum(np.minimum(up_acct_exp - mtm_acct_exp, down_acct_exp - mtm_acct_exp), 0.0)
-    weight = params.add_factor + params.mult_factor * tau_exp
-    return np.asarray(loss @ weight, dtype=np.float64)
+    loss = np.minimum(np.minimum(up - mark, down - mark), 0.0)
+    return np.asarray(loss * (params.add_factor + params.mult_factor * tau), dtype=np.float64)
 
 
 def naked_shorts_per_expiry(
@@ -632,30 +633,49 @@ def _option_pnl(
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Per-expiry MTM, basis contingency and option scenario P&L of every account.
 
-    Expiry values are one sparse product per expiry (accounts × options of the expiry times
-    options × grid rows). Scenario P&L per expiry is ``(D(V) V - V_mark) d`` with ``D`` the
-    static discount for the sign of the shocked value ``V``; in skew scenarios each expiry
-    counts as a loss (``-|.|``), standing for a rotation of the skew the other way.
+    Work is done per held (account, expiry) pair, not per account × expiry: the pair's value
+    in every grid row is one sparse product (pairs × options times options × rows). Scenario
+    P&L per pair is ``(D(V) V - V_mark) d`` with ``D`` the static discount for the sign of
+    the shocked value ``V``; in skew scenarios each expiry counts as a loss (``-|.|``),
+    standing for a rotation of the skew the other way. Pairs are then summed per account.
     """
     n_acct, n_exp = accounts.n_accounts, market.expiries.seconds_to_expiry.size
     mtm_acct_exp = np.zeros((n_acct, n_exp))
-    up_acct_exp = np.zeros((n_acct, n_exp))
-    down_acct_exp = np.zeros((n_acct, n_exp))
-    pnl_acct_scen = np.zeros((n_acct, val.spot_shock.size))
-    for e in range(n_exp):
-        cols = np.flatnonzero(market.options.expiry == e)
-        if cols.size == 0:
-            continue
-        value_acct_row = np.asarray(accounts.options[:, cols] @ val.price_row_opt[:, cols].T)
-        mark = value_acct_row[:, _MARK]
-        shocked = value_acct_row[:, _FIRST_SCENARIO:]
-        discount = np.where(shocked >= 0.0, val.static_discount_pos[e], val.static_discount_neg[e])
-        pnl = (discount * shocked - mark[:, None]) * val.dampening
-        pnl_acct_scen += np.where(val.is_skew, -np.abs(pnl), pnl)
-        mtm_acct_exp[:, e] = mark
-        up_acct_exp[:, e] = value_acct_row[:, _BASIS_UP]
-        down_acct_exp[:, e] = value_acct_row[:, _BASIS_DOWN]
-    basis = basis_contingency(mtm_acct_exp, up_acct_exp, down_acct_exp, val.tau_exp, params.basis)
+    held = accounts.options.tocoo()
+    if held.nnz == 0:
+        return mtm_acct_exp, np.zeros(n_acct), np.zeros((n_acct, val.spot_shock.size))
+    key = held.row.astype(np.int64) * n_exp + market.options.expiry[held.col]
+    pair_key, pair_of_entry = np.unique(key, return_inverse=True)
+    acct, exp = pair_key // n_exp, pair_key % n_exp
+    quantity = sp.csr_matrix(
+        (held.data, (pair_of_entry.ravel(), held.col)), shape=(pair_key.size, held.shape[1])
+    )
+    value_pair_row = np.asarray(quantity @ val.price_row_opt.T)
+    mark = value_pair_row[:, _MARK]
+    shocked = value_pair_row[:, _FIRST_SCENARIO:]
+    # D(V) V = neg V + (pos - neg) max(V, 0), computed in place to spare temporaries.
+    pos, neg = val.static_discount_pos[exp, None], val.static_discount_neg[exp, None]
+    pnl = np.maximum(shocked, 0.0)
+    pnl *= pos - neg
+    pnl += shocked * neg
+    pnl -= mark[:, None]
+    pnl *= val.dampening
+    pnl[:, val.is_skew] = -np.abs(pnl[:, val.is_skew])
+    # Pairs are sorted by account: one CSR row of ones per account sums its pairs.
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(acct, minlength=n_acct))])
+    per_account = sp.csr_matrix(
+        (np.ones(pair_key.size), np.arange(pair_key.size), indptr), shape=(n_acct, pair_key.size)
+    )
+    pnl_acct_scen = np.asarray(per_account @ pnl, dtype=np.float64)
+    mtm_acct_exp[acct, exp] = mark
+    basis_pair = basis_contingency(
+        mark,
+        value_pair_row[:, _BASIS_UP],
+        value_pair_row[:, _BASIS_DOWN],
+        val.tau_exp[exp],
+        params.basis,
+    )
+    basis = np.asarray(np.bincount(acct, weights=basis_pair, minlength=n_acct), dtype=np.float64)
     return mtm_acct_exp, basis, pnl_acct_scen
 
 

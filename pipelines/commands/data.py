@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 data_app = typer.Typer(help="Market history: fill and check the data folder.", no_args_is_help=True)
 
 
-class Source(str, Enum):
+class Source(StrEnum):
     """Where ``data sync`` gets market history from."""
 
     mirror = "mirror"
@@ -34,8 +34,16 @@ def _symbols(value: list[str] | None) -> list[str] | None:
     return [s.upper() for item in value for s in item.replace(",", " ").split() if s]
 
 
-def _logging() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+VerboseOption = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Log per-file counts (rows, gaps, drops, flags).")
+]
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
 
 
 @data_app.command("sync")
@@ -51,9 +59,10 @@ def sync(
     symbols: Annotated[
         list[str] | None, typer.Option("--symbols", help="Symbols, e.g. BTC,ETH (default: all).")
     ] = None,
+    verbose: VerboseOption = False,
 ) -> None:
     """Fill the data folder from a local mirror or, with --source ccxt, from the exchanges."""
-    _logging()
+    _logging(verbose)
     chosen = _symbols(symbols)
     if source is Source.ccxt:
         from features.ccxt_source import download_all
@@ -144,9 +153,9 @@ def _render(check: DataCheck, data_dir: Path) -> None:
 
 
 @data_app.command("check")
-def check(data_dir: DataDirOption = Path("data")) -> None:
+def check(data_dir: DataDirOption = Path("data"), verbose: VerboseOption = False) -> None:
     """Validate every file in the data folder and print a one-screen summary."""
-    _logging()
+    _logging(verbose)
     from features.summary import check_data_dir
 
     _render(check_data_dir(data_dir), data_dir)

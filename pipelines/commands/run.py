@@ -61,7 +61,7 @@ def run(
 
     from pipelines.flows import run_update_parameters
 
-    run_update_parameters(cfg, as_of=day, show_progress=cfg.run.progress)
+    run_update_parameters(cfg, as_of=day)
 
 
 def margin(

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import BarsFactory
 
 from features.realized import (
     daily_realized_measures,
@@ -17,6 +17,7 @@ from features.realized import (
     yang_zhang,
 )
 
+BarsFactory = Callable[..., pd.DataFrame]
 A = 0.01  # hourly log return magnitude in the hand-built days
 
 
@@ -91,6 +92,14 @@ def test_too_few_hours_gives_nan_and_empty_days_are_rows(make_bars: BarsFactory)
     assert daily2.iloc[1]["n_hours"] == 0 and np.isnan(daily2.iloc[1]["close"])
     assert np.isnan(daily2.iloc[2]["ret"])  # no previous close
     assert daily2.index.tz is not None and daily2.index.name == "date"
+
+
+def test_unsorted_or_duplicate_bars_are_rejected(make_bars: BarsFactory) -> None:
+    bars = make_bars(zigzag(1))
+    with pytest.raises(ValueError, match="sorted by timestamp without duplicates"):
+        daily_realized_measures(bars.iloc[::-1])
+    with pytest.raises(ValueError, match="sorted by timestamp without duplicates"):
+        daily_realized_measures(pd.concat([bars, bars.iloc[-1:]]))
 
 
 def test_yang_zhang_constant_days() -> None:

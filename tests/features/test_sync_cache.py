@@ -1,4 +1,4 @@
-"""Mirror sync (incremental, atomic, resumable) and the Parquet cache (invalidation)."""
+"""Mirror sync (incremental, atomic, resumable) and the Arrow cache (invalidation)."""
 
 from __future__ import annotations
 

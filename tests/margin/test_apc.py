@@ -34,9 +34,7 @@ def test_buffer_full_in_calm_consumed_then_released() -> None:
     res = apply_pointwise(raw, config, reference=ref)
     # calm: full 25% buffer; rising: flat at (1+b) ref; beyond it: no buffer, never below raw.
     np.testing.assert_allclose(res.margin, [0.125, 0.125, 0.125, 0.20])
-    np.testing.assert_allclose(
-        res.buffer_released, [0.0, 1 - 0.015 / 0.0275, 1.0, 1.0], atol=1e-12
-    )
+    np.testing.assert_allclose(res.buffer_released, [0.0, 1 - 0.015 / 0.0275, 1.0, 1.0], atol=1e-12)
     assert res.bit["buffer_release"].tolist() == [False, True, True, True]
 
 
@@ -67,9 +65,7 @@ def test_bounded_path_walks_down_ten_percent_a_day() -> None:
 
 @settings(max_examples=50, deadline=None)
 @given(arrays(np.float64, (40, 2), elements=st.floats(0.001, 1.0)), st.floats(0.01, 0.5))
-def test_published_never_below_target_and_decreases_bounded(
-    target: np.ndarray, cap: float
-) -> None:
+def test_published_never_below_target_and_decreases_bounded(target: np.ndarray, cap: float) -> None:
     out, _ = bounded_path(target, cap)
     assert (out >= target - 1e-15).all()
     assert (out[1:] >= (1 - cap) * out[:-1] - 1e-15).all()

@@ -27,10 +27,11 @@ def test_missing_file_without_explicit_path_uses_defaults(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     cfg = load_config()
     assert cfg.base_dir == tmp_path
     assert cfg.data_dir == tmp_path / "data"
-    assert cfg.mlflow_tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert cfg.mlflow_tracking_uri == f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
 
 
 def test_explicit_missing_file_is_an_error(tmp_path: Path) -> None:
@@ -50,14 +51,14 @@ def test_values_are_read(tmp_path: Path) -> None:
     path = _write(
         tmp_path,
         '[data]\nsymbols = ["btc", "eth"]\nhistory_start = 2023-06-01\n'
-        '[models]\nnames = ["HAR"]\nrefit_every = 5\n[apc]\nbuffer = false\n',
+        '[models]\nnames = ["HAR"]\nrefit_every = 5\n[apc]\nfloor = true\n',
     )
     cfg = load_config(path)
     assert cfg.data.symbols == ("BTC", "ETH")
     assert cfg.data.history_start == dt.date(2023, 6, 1)
     assert cfg.models.names == ("har",)
     assert cfg.models.refit_every == 5
-    assert cfg.apc.buffer is False and cfg.apc.floor is True
+    assert cfg.apc.floor is True and cfg.apc.buffer is False
 
 
 @pytest.mark.parametrize(

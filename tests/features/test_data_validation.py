@@ -106,8 +106,15 @@ def test_missing_and_misspelt_columns(shared_data_dir: Path, tmp_path: Path) -> 
     assert "column 'volume': required column is missing" in str(info.value)
     assert "did you mean 'volume'" in str(info.value)
     dropped = [",".join(line.split(",")[:5]) for line in lines]
-    with pytest.raises(DataValidationError, match="column 'volume': required column is missing$"):
+    with pytest.raises(DataValidationError, match=r"column 'volume': required column is missing$"):
         load_validated(write(tmp_path / SPOT_FILE, dropped), SPOT, SPOT_FILE)
+
+
+def test_structural_csv_error_names_the_line(shared_data_dir: Path, tmp_path: Path) -> None:
+    lines = real_lines(shared_data_dir, SPOT_FILE)
+    lines[6] = lines[6].rsplit(",", 1)[0]  # a row with a missing field
+    with pytest.raises(DataValidationError, match=r"row 6 \(line 7\): has 5 fields, the header"):
+        load_validated(write(tmp_path / SPOT_FILE, lines), SPOT, SPOT_FILE)
 
 
 def test_missing_file_and_unreadable_file(tmp_path: Path) -> None:

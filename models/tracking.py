@@ -1,0 +1,338 @@
+"""Thin MLflow layer: one parent run per evaluation, one nested run per model.
+
+This is the only module of the project that talks to MLflow. The store defaults to
+``sqlite:///<cwd>/mlruns/mlflow.db`` with artifacts in ``<cwd>/mlruns/artifacts`` and is
+overridden by ``MLFLOW_TRACKING_URI``. Metric names are uniform across models so the UI's
+chart view and parallel-coordinates plot compare them directly:
+``qlike_<SYMBOL>_h<h>``, ``mse_…``, ``mz_r2_…``, ``dm_vs_garch_stat_…``, ``dm_vs_har_p_…``,
+``in_mcs_…`` (1/0), with ``ALL`` for pooled figures and ``val_qlike_ALL_h<h>`` for the
+validation window the champion was chosen on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from models.base import INDEX_NAMES, BaseForecaster
+from models.evaluation import EvaluationResult
+
+EXPERIMENT = "xmargin-vol"
+REGISTERED_NAME = "xmargin-vol-h{horizon}"
+_REQUIREMENTS = ("numpy", "pandas", "scipy", "scikit-learn", "arch", "lightgbm", "mlflow")
+
+
+def pip_requirements() -> list[str]:
+    """Pinned requirements of a logged forecaster (passed explicitly: inference is slow)."""
+    pins = []
+    for package in _REQUIREMENTS:
+        try:
+            pins.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:  # pragma: no cover - all are locked dependencies
+            pins.append(package)
+    return pins
+
+
+def tracking_uri(cwd: Path | None = None) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else the local SQLite store under ``<cwd>/mlruns``."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    root = (cwd or Path.cwd()) / "mlruns"
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(root / 'mlflow.db').resolve()}"
+
+
+def artifact_location(uri: str) -> str | None:
+    """Artifact folder next to a SQLite store (``<db dir>/artifacts``), else the server's."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        return (db.parent / "artifacts").resolve().as_uri()
+    return None
+
+
+def panel_digest(panel: pd.DataFrame) -> str:
+    """SHA-256 (first 16 hex digits) of the panel's values and index."""
+    hashed = pd.util.hash_pandas_object(panel, index=True).to_numpy()
+    return hashlib.sha256(hashed.tobytes()).hexdigest()[:16]
+
+
+def code_version() -> str:
+    """Git commit of the working tree (``unknown`` outside a repository)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _pyfunc_base() -> type:
+    import mlflow.pyfunc
+
+    return mlflow.pyfunc.PythonModel  # type: ignore[no-any-return]
+
+
+class VolForecasterModel(_pyfunc_base()):  # type: ignore[misc]
+    """MLflow pyfunc wrapper: a fitted forecaster that forecasts from a daily panel.
+
+    ``predict`` takes the daily panel of ``features.matrix.build_daily_panel`` (either
+    indexed by ``(symbol, date)`` or with ``symbol`` and ``date`` columns) and returns
+    ``symbol, date, horizon, variance, volatility`` (decimal, per horizon). ``params``
+    may override the horizon: ``{"horizon": 7}``.
+    """
+
+    def __init__(self, forecaster: BaseForecaster, horizon: int) -> None:
+        self.forecaster = forecaster
+        self.horizon = horizon
+
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        """h-day variance and volatility forecasts at every date of ``model_input``."""
+        panel = model_input
+        if not isinstance(panel.index, pd.MultiIndex):
+            panel = panel.assign(date=pd.to_datetime(panel["date"], utc=True))
+            panel = panel.set_index(list(INDEX_NAMES)).sort_index()
+        horizon = int((params or {}).get("horizon", self.horizon))
+        fc = self.forecaster.forecast(panel, horizon)
+        out = fc.variance.reset_index()
+        out.insert(2, "horizon", horizon)
+        out["volatility"] = np.sqrt(out["variance"])
+        return out
+
+
+@dataclass(frozen=True)
+class TrackingInfo:
+    """Identifiers of what an evaluation logged."""
+
+    experiment_id: str
+    parent_run_id: str
+    model_run_ids: dict[str, str]
+    registered: dict[str, dict[str, str]]  # registered name → alias → version
+
+
+def _metrics_for(details: pd.DataFrame, model: str) -> dict[str, float]:
+    rows = details[details["model"] == model]
+    out: dict[str, float] = {}
+    for r in rows.itertuples(index=False):
+        suffix = f"{r.symbol}_h{r.horizon}"
+        for col in (
+            "qlike",
+            "mse",
+            "mz_r2",
+            "dm_vs_garch_stat",
+            "dm_vs_garch_p",
+            "dm_vs_har_stat",
+            "dm_vs_har_p",
+            "qlike_ratio_garch",
+            "qlike_ratio_har",
+        ):
+            value = float(getattr(r, col))
+            if np.isfinite(value):
+                out[f"{col}_{suffix}"] = value
+        out[f"in_mcs_{suffix}"] = float(bool(r.in_mcs))
+        out[f"n_{suffix}"] = float(r.n)
+    return out
+
+
+def _charts(result: EvaluationResult, model: str, folder: Path) -> None:
+    """One PNG per symbol: h-day forecast vs realized variance on the evaluation window."""
+    from matplotlib.figure import Figure
+
+    horizons = sorted({h for m, h in result.walk.forecasts if m == model})
+    first = result.walk.forecasts[(model, horizons[0])]
+    for symbol in first.index.unique(level="symbol"):
+        fig = Figure(figsize=(9, 2.6 * len(horizons)))
+        axes = fig.subplots(len(horizons), 1, squeeze=False)[:, 0]
+        for ax, h in zip(axes, horizons, strict=True):
+            f = result.walk.forecasts[(model, h)].xs(symbol, level="symbol")
+            f = f[(f.index >= result.start) & (f.index <= result.end)]
+            y = result.realized[h].xs(symbol, level="symbol").reindex(f.index)
+            ax.plot(y.index, y.to_numpy(), color="0.7", lw=0.6, label="realized")
+            ax.plot(f.index, f.to_numpy(), color="C0", lw=0.9, label=f"{model} forecast")
+            ax.set_yscale("log")
+            ax.set_ylabel(f"h={h} variance")
+            ax.legend(loc="upper right", fontsize=7)
+        axes[0].set_title(f"{symbol}: {model} forecast vs realized (decimal variance)")
+        fig.tight_layout()
+        fig.savefig(folder / f"{symbol}.png", dpi=70)
+
+
+def log_evaluation(
+    result: EvaluationResult,
+    panel: pd.DataFrame,
+    experiment: str = EXPERIMENT,
+    register: bool = True,
+    log_models: bool = True,
+) -> TrackingInfo:
+    """Log an evaluation to MLflow and register champion and challenger per horizon.
+
+    Parameters
+    ----------
+    result : EvaluationResult
+        Output of :func:`models.evaluation.evaluate`.
+    panel : DataFrame
+        The daily panel the evaluation ran on (logged as the run's input with its digest).
+    experiment : str
+        MLflow experiment name.
+    register : bool
+        Register the champion (alias ``champion``) and runner-up (``challenger``) models
+        as ``xmargin-vol-h1`` / ``xmargin-vol-h7``.
+    log_models : bool
+        Log each fitted model (pyfunc; LightGBM also in its own flavour).
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient(uri, uri)
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = (
+        found.experiment_id
+        if found is not None
+        else client.create_experiment(experiment, artifact_location=artifact_location(uri))
+    )
+    digest = panel_digest(panel)
+    symbols = sorted(str(s) for s in panel.index.unique(level="symbol"))
+    config = result.walk.config
+    window = "expanding" if config.window is None else f"rolling_{config.window}d"
+    tags = {
+        "symbols": ",".join(symbols),
+        "window": f"{result.start.date()}..{result.end.date()}",
+        "validation_window": f"{result.validation_start.date()}..{result.start.date()}",
+        "training": window,
+    }
+    common = {
+        "eval_start": str(result.start.date()),
+        "eval_end": str(result.end.date()),
+        "validation_start": str(result.validation_start.date()),
+        "refit_every": config.refit_every,
+        "horizons": ",".join(map(str, config.horizons)),
+        "training_window": window,
+        "data_digest": digest,
+        "code_version": code_version(),
+    }
+    dataset = mlflow.data.from_pandas(
+        panel.reset_index(), name=f"daily_panel_{digest}", targets="target_rv_h1"
+    )
+    pins = pip_requirements()
+    model_runs: dict[str, str] = {}
+    model_uris: dict[tuple[str, int], str] = {}
+    with mlflow.start_run(
+        experiment_id=experiment_id,
+        run_name=f"evaluate {result.start.date()}..{result.end.date()}",
+        tags={**tags, "kind": "evaluation"},
+    ) as parent:
+        mlflow.log_params({**common, "models": ",".join(result.walk.models)})
+        mlflow.log_input(dataset, context="evaluation")
+        with tempfile.TemporaryDirectory() as tmp:
+            table = Path(tmp) / "forecast_metrics.csv"
+            result.metrics.to_csv(table, index=False)
+            mlflow.log_artifact(str(table))
+        for h, sel in result.selections.items():
+            mlflow.set_tags(
+                {
+                    "selection_rule": sel.rule,
+                    f"champion_h{h}": sel.champion,
+                    f"challenger_h{h}": sel.challenger or "",
+                    f"champion_h{h}_reason": sel.reason,
+                }
+            )
+        for model in result.walk.models:
+            fitted = result.walk.fitted[model]
+            with mlflow.start_run(
+                experiment_id=experiment_id,
+                run_name=model,
+                nested=True,
+                tags={**tags, "kind": "model", "model": model},
+            ) as child:
+                model_runs[model] = child.info.run_id
+                hyper = {f"hp_{k}": str(v) for k, v in fitted.get_params(deep=False).items()}
+                mlflow.log_params({**common, **hyper, "model": model})
+                mlflow.log_input(dataset, context="evaluation")
+                metrics = _metrics_for(result.details, model)
+                metrics["n_fallbacks"] = float(len(result.walk.fallbacks[model]))
+                metrics["walkforward_seconds"] = float(result.walk.seconds[model])
+                for h, sel in result.selections.items():
+                    if model in sel.scores.index:
+                        metrics[f"val_qlike_ALL_h{h}"] = float(sel.scores[model])
+                mlflow.log_metrics(metrics)
+                with tempfile.TemporaryDirectory() as tmp:
+                    folder = Path(tmp)
+                    frame = result.walk.frame()
+                    frame = frame[frame["model"] == model]
+                    frame.to_parquet(folder / "forecasts.parquet", index=False)
+                    mlflow.log_artifact(str(folder / "forecasts.parquet"))
+                    charts = folder / "charts"
+                    charts.mkdir()
+                    _charts(result, model, charts)
+                    mlflow.log_artifacts(str(charts), "charts")
+                if log_models:
+                    for h in config.horizons:
+                        info = mlflow.pyfunc.log_model(
+                            name=f"model_h{h}",
+                            python_model=VolForecasterModel(fitted, h),
+                            pip_requirements=pins,
+                        )
+                        model_uris[(model, h)] = info.model_uri
+                        _log_lightgbm(fitted, h, pins)
+        registered = _register(client, result, model_uris, model_runs) if register else {}
+    return TrackingInfo(experiment_id, parent.info.run_id, model_runs, registered)
+
+
+def _log_lightgbm(fitted: BaseForecaster, horizon: int, pins: list[str]) -> None:
+    """Also log LightGBM boosters in MLflow's LightGBM flavour (feature-level model)."""
+    regressors = getattr(fitted, "regressors_", None)
+    if fitted.name != "lgbm" or not regressors:
+        return
+    import mlflow.lightgbm
+
+    for (key, h), reg in regressors.items():
+        if h == horizon:
+            suffix = "" if key == "*" else f"_{key}"
+            mlflow.lightgbm.log_model(
+                reg.estimator_, name=f"lightgbm_h{h}{suffix}", pip_requirements=pins
+            )
+
+
+def _register(
+    client: Any,
+    result: EvaluationResult,
+    model_uris: dict[tuple[str, int], str],
+    model_runs: dict[str, str],
+) -> dict[str, dict[str, str]]:
+    import mlflow
+
+    out: dict[str, dict[str, str]] = {}
+    for h, sel in result.selections.items():
+        name = REGISTERED_NAME.format(horizon=h)
+        out[name] = {}
+        for alias, model in (("champion", sel.champion), ("challenger", sel.challenger)):
+            if model is None or (model, h) not in model_uris:
+                continue
+            mv = mlflow.register_model(model_uris[(model, h)], name)
+            client.set_registered_model_alias(name, alias, mv.version)
+            client.set_model_version_tag(name, mv.version, "selection_rule", sel.rule)
+            client.set_model_version_tag(name, mv.version, "reason", sel.reason)
+            client.set_model_version_tag(name, mv.version, "model", model)
+            client.set_tag(model_runs[model], f"{alias}_h{h}", "true")
+            client.set_tag(model_runs[model], f"{alias}_h{h}_reason", sel.reason)
+            out[name][alias] = str(mv.version)
+    return out

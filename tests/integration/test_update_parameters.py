@@ -1,0 +1,193 @@
+"""``update-parameters`` end to end on a short slice of the real data, under a Prefect test
+server, with a temporary MLflow store: every output exists and verifies, a rerun gives the
+same bytes, and a Dask ``LocalCluster`` gives the same files as the thread pool."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.slow
+
+AS_OF = "2024-06-30"
+SYMBOLS = ("BTC", "ETH")
+PARAM_FILES = ("params.json", "params.csv", "manifest.json")
+RUN_FILES = (*PARAM_FILES, "backtest_summary.csv", "report.html")
+
+CONFIG = """
+[data]
+dir = "{data}"
+symbols = ["BTC", "ETH"]
+history_start = 2022-06-01
+
+[models]
+names = ["ewma", "har"]
+eval_days = 30
+validation_days = 60
+refit_every = 30
+
+[backtest]
+days = 60
+refit_every = 60
+
+[params]
+out_dir = "{out}"
+private_key = "{key}"
+
+[run]
+mlflow_tracking_uri = "{mlflow}"
+progress = false
+cache = {cache}
+"""
+
+
+@pytest.fixture(scope="module")
+def data_dir(shared_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """BTC and ETH synced from the mirror into a temporary data folder (with its cache)."""
+    from features.sync import sync_from_mirror
+
+    target = tmp_path_factory.mktemp("data")
+    sync_from_mirror(shared_data_dir, target, list(SYMBOLS))
+    return target
+
+
+@pytest.fixture(scope="module")
+def signing_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One Ed25519 key for every run of the module (signatures are deterministic)."""
+    from margin.keys import generate_keypair
+
+    private, _ = generate_keypair(tmp_path_factory.mktemp("keys"))
+    return private
+
+
+@pytest.fixture(scope="module")
+def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One temporary SQLite MLflow store for the module (never the project's)."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    yield f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def _config(
+    tmp: Path, data: Path, out: Path, mlflow: str, key: Path, cache: bool = True
+) -> Path:
+    path = tmp / "xmargin.toml"
+    text = CONFIG.format(data=data, out=out, mlflow=mlflow, key=key, cache=str(cache).lower())
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def first_run(
+    prefect_harness: Path,
+    data_dir: Path,
+    mlflow_store: str,
+    signing_key: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, dict[str, object]]:
+    """One single-process run; returns the output root and the flow's result."""
+    from pipelines.flows import update_parameters
+
+    tmp = tmp_path_factory.mktemp("run")
+    out = tmp / "out"
+    result = update_parameters(
+        config_file=str(_config(tmp, data_dir, out, mlflow_store, signing_key)), as_of=AS_OF
+    )
+    return out, result
+
+
+def test_every_output_exists_and_verifies(first_run: tuple[Path, dict[str, object]]) -> None:
+    from margin.backtest import SUMMARY_COLUMNS
+    from margin.params import verify
+
+    out, result = first_run
+    folder = out / AS_OF
+    for name in RUN_FILES:
+        assert (folder / name).is_file(), name
+    params = verify(folder)
+    assert params.as_of.isoformat() == AS_OF
+    assert sorted(params.underlyings) == sorted(SYMBOLS)
+    assert params.provenance.model == result["champion"]
+    assert {p.model for p in params.underlyings.values()} == {result["champion"]}
+
+    summary = pd.read_csv(folder / "backtest_summary.csv")
+    assert tuple(summary.columns) == SUMMARY_COLUMNS
+    assert set(summary["symbol"]) == set(SYMBOLS)
+    assert {"champion", "static"} <= set(summary["model"])
+
+    csv_rows = pd.read_csv(folder / "params.csv")
+    assert len(csv_rows) == len(SYMBOLS)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert set(manifest["files"]) >= {"params.json", "params.csv"}
+
+    html = (folder / "report.html").read_text(encoding="utf-8")
+    assert html.count("data:image/png;base64,") == 3
+    assert "Model comparison" in html and result["champion"] in html
+    assert "src='http" not in html  # self-contained
+
+
+def test_champion_is_registered_in_mlflow(
+    first_run: tuple[Path, dict[str, object]], mlflow_store: str
+) -> None:
+    from mlflow import MlflowClient
+
+    out, result = first_run
+    client = MlflowClient(tracking_uri=mlflow_store, registry_uri=mlflow_store)
+    version = client.get_model_version_by_alias("xmargin-vol-h1", "champion")
+    params = json.loads((out / AS_OF / "params.json").read_text())
+    assert params["provenance"]["registry_version"] == str(version.version)
+    assert params["provenance"]["mlflow_run_id"]
+    run = client.get_run(params["provenance"]["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["model"] == result["champion"]
+    parent = run.data.tags["mlflow.parentRunId"]
+    report = {a.path for a in client.list_artifacts(parent, "report")}
+    assert {"report/report.html", "report/margin_vs_moves.png"} <= report
+
+
+def test_rerun_gives_byte_identical_parameter_files(
+    first_run: tuple[Path, dict[str, object]],
+    data_dir: Path,
+    mlflow_store: str,
+    signing_key: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from pipelines.flows import update_parameters
+
+    out, _ = first_run
+    before = {name: (out / AS_OF / name).read_bytes() for name in PARAM_FILES}
+    old_target = (out / AS_OF).resolve()
+    tmp = tmp_path_factory.mktemp("rerun")
+    config = _config(tmp, data_dir, out, mlflow_store, signing_key)
+    update_parameters(config_file=str(config), as_of=AS_OF)
+    assert (out / AS_OF).resolve() != old_target  # a new run folder was switched in
+    after = {name: (out / AS_OF / name).read_bytes() for name in PARAM_FILES}
+    assert after == before
+
+
+def test_dask_local_cluster_gives_the_same_files(
+    first_run: tuple[Path, dict[str, object]],
+    data_dir: Path,
+    mlflow_store: str,
+    signing_key: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from distributed import LocalCluster
+
+    from pipelines.config import load_config
+    from pipelines.flows import run_update_parameters
+
+    out, _ = first_run
+    tmp = tmp_path_factory.mktemp("dask")
+    dask_out = tmp / "out"
+    cfg_path = _config(tmp, data_dir, dask_out, mlflow_store, signing_key, cache=False)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster:  # fmt: skip
+        cfg = load_config(cfg_path).with_overrides(dask={"address": cluster.scheduler_address})
+        outcome = run_update_parameters(cfg, pd.Timestamp(AS_OF).date())
+    assert outcome.as_of == AS_OF
+    for name in PARAM_FILES:
+        assert (dask_out / AS_OF / name).read_bytes() == (out / AS_OF / name).read_bytes(), name

@@ -1,0 +1,161 @@
+"""Forecaster contract, references (arch, explicit recursions) and bias correction."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pytest
+from arch import arch_model
+from sklearn.base import clone
+from sklearn.utils.estimator_checks import parametrize_with_checks
+from vol_sim import simulate_panel
+
+from models.base import UNITS, VolForecast, ewma_variance, forward_variance
+from models.errors import FitFallbackWarning, ModelInputError, UnknownModelError
+from models.garch import EGARCHForecaster, GARCHForecaster, GJRForecaster, _pct_returns
+from models.lgbm import LGBMForecaster
+from models.logtarget import LogTargetRegressor
+from models.registry import MODEL_NAMES, make_model
+
+FAST = ("ewma", "ewma_asym", "garch", "gjr", "egarch", "har", "harq")
+
+
+@parametrize_with_checks([LogTargetRegressor()])
+def test_log_target_regressor_passes_sklearn_checks(estimator, check) -> None:  # type: ignore[no-untyped-def]
+    check(estimator)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_params_roundtrip_and_clone(name: str) -> None:
+    model = make_model(name)
+    params = model.get_params()
+    twin = clone(model)
+    assert twin.get_params() == params and twin is not model
+    key = next(iter(params))
+    model.set_params(**{key: params[key]})
+    assert model.get_params() == params
+
+
+def test_unknown_model_name_is_a_clear_error() -> None:
+    with pytest.raises(UnknownModelError, match="unknown model 'nope'"):
+        make_model("nope")
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_forecasts_are_positive_finite_and_labelled(name: str, sim_panel: pd.DataFrame) -> None:
+    model = make_model(name).fit(sim_panel)
+    for h in (1, 7):
+        fc = model.forecast(sim_panel, h)
+        assert isinstance(fc, VolForecast) and fc.units == UNITS and fc.horizon == h
+        assert fc.variance.index.equals(sim_panel.index)
+        assert np.isfinite(fc.variance).all() and (fc.variance > 0).all()
+        assert fc.origin == sim_panel.index.get_level_values("date").max()
+
+
+def test_panel_without_the_contract_index_is_rejected(sim_panel: pd.DataFrame) -> None:
+    with pytest.raises(ModelInputError, match=r"indexed by \(symbol, date\)"):
+        make_model("ewma").fit(sim_panel.reset_index())
+
+
+def test_ewma_matches_the_explicit_recursion() -> None:
+    r = np.random.default_rng(0).normal(0, 0.02, 200)
+    ref = np.empty_like(r)
+    prev = np.mean(r[:30] ** 2)
+    for t, x in enumerate(r):
+        prev = 0.94 * prev + 0.06 * x * x
+        ref[t] = prev
+    np.testing.assert_allclose(ewma_variance(r, 0.94, 30), ref, rtol=1e-12)
+
+
+@pytest.mark.parametrize("cls", [GARCHForecaster, GJRForecaster, EGARCHForecaster])
+def test_garch_family_filter_matches_arch_fixed_forecasts(
+    cls: type[GARCHForecaster], sim_panel: pd.DataFrame
+) -> None:
+    model = cls().fit(sim_panel)
+    group = sim_panel.xs("BTC", level="symbol", drop_level=False)
+    res = arch_model(
+        _pct_returns(group), mean="Constant", vol=cls.vol, p=1, o=cls.o, q=1, dist="t"
+    ).fix(model.params_["BTC"])
+    start = group.index.get_level_values("date")[500]
+    for h in (1, 7):
+        mine = model.forecast(group, h, start=start).variance.to_numpy() * 1e4
+        simulate = cls.vol == "EGARCH" and h > 1
+        ref = (
+            res.forecast(
+                horizon=h,
+                start=500,
+                reindex=False,
+                method="simulation" if simulate else "analytic",
+                simulations=4000,
+                random_state=np.random.RandomState(1),
+            )
+            .variance.sum(axis=1)
+            .to_numpy()
+        )
+        np.testing.assert_allclose(mine, ref, rtol=0.03 if simulate else 1e-10)
+
+
+def test_forward_variance_sums_the_next_h_days(sim_panel: pd.DataFrame) -> None:
+    target = forward_variance(sim_panel, 7)
+    np.testing.assert_allclose(target, sim_panel["target_rv_h7"], equal_nan=True)
+
+
+def test_smearing_factor_estimated_on_holdout_corrects_lognormal_bias() -> None:
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(4000, 2))
+    sigma = 0.8
+    y = np.exp(-7 + X @ [0.5, -0.3] + rng.normal(0, sigma, 4000))
+    reg = LogTargetRegressor(holdout_fraction=0.25).fit(X, y)
+    assert reg.holdout_used_
+    assert reg.smearing_ == pytest.approx(np.exp(sigma**2 / 2), rel=0.05)
+    assert np.mean(y) / np.mean(reg.predict(X)) == pytest.approx(1.0, abs=0.05)
+
+
+def test_har_bias_correction_makes_forecasts_unbiased_in_level() -> None:
+    panel = simulate_panel(("BTC",), n_days=1500, seed=11)
+    train = panel[panel.index.get_level_values("date") < pd.Timestamp("2024-01-01", tz="UTC")]
+    model = make_model("har").fit(train)
+    test_start = pd.Timestamp("2024-01-01", tz="UTC")
+    fc = model.forecast(panel, 1, start=test_start).variance
+    y = panel["target_rv_h1"].reindex(fc.index)
+    ok = y.notna()
+    assert (y[ok].mean() / fc[ok].mean()) == pytest.approx(1.0, abs=0.15)
+    uncorrected = fc / model.regressors_[("BTC", 1)].smearing_
+    assert abs(y[ok].mean() / uncorrected[ok].mean() - 1) > abs(y[ok].mean() / fc[ok].mean() - 1)
+
+
+def test_short_history_falls_back_to_ewma_with_a_named_warning(sim_panel: pd.DataFrame) -> None:
+    short = sim_panel.groupby(level="symbol").head(60)
+    model = GARCHForecaster()
+    with pytest.warns(FitFallbackWarning, match=r"garch: fit failed for BTC at 2021-03-01"):
+        model.fit(short)
+    assert model.n_fallbacks_ == 2 and model.params_["BTC"] is None
+    fc = model.forecast(short, 1).variance
+    assert (fc > 0).all()
+
+
+def test_failed_refit_keeps_previous_parameters(sim_panel: pd.DataFrame) -> None:
+    model = GARCHForecaster().fit(sim_panel)
+    before = dict(model.params_)
+    short = sim_panel.groupby(level="symbol").head(60)
+    with pytest.warns(FitFallbackWarning, match="kept the previous parameters"):
+        model.fit(short)
+    assert all(np.array_equal(model.params_[s], before[s]) for s in before)
+    assert model.n_fallbacks_ == 2
+
+
+def test_lgbm_is_deterministic(sim_panel: pd.DataFrame) -> None:
+    def digest() -> str:
+        model = LGBMForecaster(n_estimators=30).fit(sim_panel)
+        values = model.forecast(sim_panel, 1).variance.to_numpy()
+        return hashlib.sha256(values.tobytes()).hexdigest()
+
+    assert digest() == digest()
+
+
+def test_lgbm_unpooled_and_pooled_both_forecast(sim_panel: pd.DataFrame) -> None:
+    for pooled in (True, False):
+        fc = LGBMForecaster(n_estimators=20, pooled=pooled).fit(sim_panel).forecast(sim_panel, 7)
+        assert np.isfinite(fc.variance).all() and (fc.variance > 0).all()

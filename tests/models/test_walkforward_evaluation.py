@@ -1,0 +1,97 @@
+"""Walk-forward: no look-ahead, fallbacks, metric frame shape, selection before the window."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.combo import ComboForecaster
+from models.errors import FitFallbackWarning
+from models.evaluation import METRIC_COLUMNS, evaluate
+from models.har import HARForecaster
+from models.registry import make_model
+from models.walkforward import WalkForwardConfig, walk_forward
+
+UTC = "UTC"
+
+
+def _config(start: str, end: str, k: int = 30) -> WalkForwardConfig:
+    return WalkForwardConfig(pd.Timestamp(start, tz=UTC), pd.Timestamp(end, tz=UTC), k)
+
+
+def test_truncating_the_future_leaves_earlier_forecasts_unchanged(sim_panel: pd.DataFrame) -> None:
+    models = {
+        n: make_model(n, **({"n_estimators": 20} if n == "lgbm" else {}))
+        for n in ("ewma", "gjr", "egarch", "harq", "lgbm")
+    }
+    models["combo"] = ComboForecaster(members=("gjr", "harq"))
+    cfg = _config("2022-06-01", "2022-11-30")
+    cut = pd.Timestamp("2022-09-15", tz=UTC)
+    full = walk_forward(sim_panel, models, cfg)
+    dates = sim_panel.index.get_level_values("date")
+    short_panel = sim_panel[dates <= cut].copy()
+    # Even the (forward-looking) target columns are cut: nothing after `cut` exists.
+    short = walk_forward(short_panel, models, cfg)
+    for key, series in short.forecasts.items():
+        expected = full.forecasts[key]
+        expected = expected[expected.index.get_level_values("date") <= cut]
+        pd.testing.assert_series_equal(series, expected, check_names=False)
+
+
+def test_a_failing_refit_falls_back_and_is_counted(
+    sim_panel: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = {"n": 0}
+    original = HARForecaster._fit
+
+    def flaky(self: HARForecaster, panel: pd.DataFrame) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise np.linalg.LinAlgError("singular design")
+        original(self, panel)
+
+    monkeypatch.setattr(HARForecaster, "_fit", flaky)
+    cfg = _config("2022-06-01", "2022-08-31")
+    with pytest.warns(FitFallbackWarning, match=r"har: fit failed at 2022-07-01"):
+        res = walk_forward(sim_panel, {"har": HARForecaster()}, cfg)
+    assert len(res.fallbacks["har"]) == 1
+    assert res.fallbacks["har"][0].action == "kept the previous fit"
+    for s in res.forecasts.values():
+        assert np.isfinite(s).all() and (s > 0).all()
+
+
+def test_evaluate_metrics_frame_and_selection_ignore_the_evaluation_window(
+    sim_panel: pd.DataFrame,
+) -> None:
+    kwargs = {
+        "models": ("ewma", "garch", "har"),
+        "validation_days": 120,
+        "refit_every": 60,
+        "mcs_reps": 100,
+    }
+    res = evaluate(sim_panel, "2022-06-01", "2022-10-31", **kwargs)  # type: ignore[arg-type]
+    m = res.metrics
+    assert list(m.columns) == METRIC_COLUMNS
+    assert set(m["symbol"]) == {"BTC", "ETH", "ALL"}
+    assert len(m) == 3 * 3 * 2
+    pooled = m[(m["symbol"] == "ALL") & (m["horizon"] == 1)].set_index("model")
+    assert (
+        pooled.loc["ALL" if False else "ewma", "n"]
+        == m[(m["symbol"] != "ALL") & (m["horizon"] == 1) & (m["model"] == "ewma")]["n"].sum()
+    )
+    assert np.isnan(pooled.loc["garch", "dm_vs_garch_p"])
+    assert 0 <= pooled.loc["har", "dm_vs_garch_p"] <= 1
+    assert m["in_mcs"].dtype == bool
+
+    # Wreck the realized variance inside the evaluation window: selection must not move.
+    dates = sim_panel.index.get_level_values("date")
+    inside = (dates >= pd.Timestamp("2022-06-01", tz=UTC)).to_numpy()
+    noisy = sim_panel.copy()
+    for col in ("target_rv_h1", "target_rv_h7"):
+        noisy.loc[inside, col] = noisy.loc[inside, col].to_numpy()[::-1]
+    res2 = evaluate(noisy, "2022-06-01", "2022-10-31", **kwargs)  # type: ignore[arg-type]
+    for h in (1, 7):
+        assert res2.selections[h].champion == res.selections[h].champion
+        pd.testing.assert_series_equal(res2.selections[h].scores, res.selections[h].scores)
+    assert res.selections[1].window_end < res.start
