@@ -8,12 +8,15 @@ policy (:mod:`features.cleaning`), and the counts are logged and kept in ``repor
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeAlias
 
+import numpy as np
 import pandas as pd
 
 from features.cache import read_validated
@@ -23,7 +26,7 @@ from features.layout import DVOL, FUNDING, MARK, OPTIONS, PERP, SPOT, SourceSpec
 
 log = logging.getLogger(__name__)
 
-TimeLike: TypeAlias = str | pd.Timestamp | None
+TimeLike: TypeAlias = str | pd.Timestamp | dt.date | None
 
 
 def _empty_report() -> pd.DataFrame:
@@ -67,21 +70,45 @@ class MarketHistory:
         return tuple(self.spot)
 
 
-def _to_utc(value: TimeLike) -> pd.Timestamp | str | None:
-    if value is None or isinstance(value, str):
-        return value
+_PERIOD_FREQ = {4: "Y", 7: "M", 10: "D"}
+_PARTIAL_DATE = re.compile(r"\d{4}(-\d{2}){0,2}")
+
+
+def time_bound(value: TimeLike, side: str) -> pd.Timestamp | None:
+    """Resolve a ``start``/``end`` argument to a UTC instant.
+
+    A date-only string (``"2024"``, ``"2024-06"``, ``"2024-06-30"``) or a ``datetime.date``
+    covers its whole period: ``start`` resolves to the period's first instant, ``end`` to its
+    last. Anything else (``Timestamp``, ``datetime``, full ISO strings) is an instant; naive
+    values are taken as UTC.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str) and _PARTIAL_DATE.fullmatch(value.strip()):
+        text = value.strip()
+        period = pd.Period(text, freq=_PERIOD_FREQ[len(text)])
+        ts = period.start_time if side == "start" else period.end_time
+        return pd.Timestamp(ts).tz_localize("UTC")
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        day = pd.Timestamp(value)
+        ts = day if side == "start" else day + pd.Timedelta(days=1) - pd.Timedelta(1, "ns")
+        return ts.tz_localize("UTC")
     ts = pd.Timestamp(value)
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 def slice_time(frame: pd.DataFrame, start: TimeLike, end: TimeLike) -> pd.DataFrame:
-    """Rows with ``start <= timestamp <= end`` (pandas label slicing, both ends inclusive).
+    """Rows with ``start <= timestamp <= end`` (both inclusive; see :func:`time_bound`).
 
-    Partial strings cover whole periods: ``end="2024"`` keeps all of 2024.
+    ``frame`` must be indexed by a sorted UTC ``DatetimeIndex``.
     """
     if start is None and end is None:
         return frame
-    return frame.loc[_to_utc(start) : _to_utc(end)]
+    stamps = pd.DatetimeIndex(frame.index).as_unit("ns").asi8
+    lo_ts, hi_ts = time_bound(start, "start"), time_bound(end, "end")
+    lo = 0 if lo_ts is None else int(np.searchsorted(stamps, lo_ts.value, side="left"))
+    hi = len(stamps) if hi_ts is None else int(np.searchsorted(stamps, hi_ts.value, side="right"))
+    return frame.iloc[lo : max(lo, hi)]
 
 
 def _series(
@@ -146,7 +173,9 @@ def load_market_history(
     symbols:
         Base assets (``"BTC"``); ``None`` loads every symbol that has a spot file.
     start, end:
-        Inclusive time bounds (UTC); strings may be partial (``"2018"``, ``"2024-06"``).
+        Inclusive time bounds (UTC). Date-only strings (``"2018"``, ``"2024-06"``,
+        ``"2024-06-30"``) and ``datetime.date`` cover the whole period; timestamps are
+        instants (naive ones are taken as UTC).
     use_cache:
         Read through the Arrow cache in ``<data_dir>/.cache`` (see :mod:`features.cache`).
 

@@ -514,3 +514,27 @@ def parameter_backtest(
         start=t0,
         end=t1,
     )
+
+
+def backtest_metrics(summary: pd.DataFrame, model: str = CHAMPION) -> dict[str, float]:
+    """Flat metrics of one model's summary rows, named for MLflow.
+
+    Names: ``bt_<stat>_<LEVEL>_<side>_<SYMBOL>`` for ``breach_rate``, ``kupiec_p``,
+    ``christoffersen_cc_p``, ``avg_margin``, ``peak_to_trough`` and ``max_increase_5d``
+    (missing values are left out).
+    """
+    stats_ = (
+        "breach_rate",
+        "kupiec_p",
+        "christoffersen_cc_p",
+        "avg_margin",
+        "peak_to_trough",
+        "max_increase_5d",
+    )
+    out: dict[str, float] = {}
+    for row in summary[summary["model"] == model].itertuples(index=False):
+        for stat in stats_:
+            value = getattr(row, stat)
+            if value is not None and np.isfinite(value):
+                out[f"bt_{stat}_{row.level}_{row.side}_{row.symbol}"] = float(value)
+    return out

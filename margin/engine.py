@@ -413,8 +413,13 @@ def position_layout(book: Book) -> tuple[_Entries, ...]:
         slot, slot_indptr, slot_row, slot_group = empty, np.zeros(n + 1, np.int64), empty, empty
         if c % 2 == 1 and seg.size:
             key = rows.astype(np.int64) * max(n_groups, 1) + group_of_col[cols]
-            uniq, slot = np.unique(key, return_inverse=True)
-            slot = np.asarray(slot, dtype=np.intp).ravel()
+            # keys are sorted by row already: a stable (run-aware) sort is close to linear
+            order = np.argsort(key, kind="stable")
+            ordered = key[order]
+            first = np.concatenate([[True], ordered[1:] != ordered[:-1]])
+            slot = np.empty(key.size, dtype=np.intp)
+            slot[order] = np.cumsum(first) - 1
+            uniq = ordered[first]
             slot_row = (uniq // max(n_groups, 1)).astype(np.intp)
             slot_group = (uniq % max(n_groups, 1)).astype(np.intp)
             np.cumsum(np.bincount(slot_row, minlength=n), out=slot_indptr[1:])

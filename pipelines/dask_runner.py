@@ -44,5 +44,7 @@ def account_shards(n_accounts: int, n_shards: int) -> list[np.ndarray]:
     """
     if n_shards < 1:
         raise ValueError(f"number of shards must be positive (got {n_shards})")
-    blocks = np.array_split(np.arange(n_accounts, dtype=np.int64), min(n_shards, max(n_accounts, 1)))
+    blocks = np.array_split(
+        np.arange(n_accounts, dtype=np.int64), min(n_shards, max(n_accounts, 1))
+    )
     return [block for block in blocks if block.size]

@@ -97,9 +97,7 @@ def update_parameters(
     }
 
 
-def _evaluate(
-    cfg: XmarginConfig, panel: Any, day: dt.date, digest: str
-) -> tasks.ModelComparison:
+def _evaluate(cfg: XmarginConfig, panel: Any, day: dt.date, digest: str) -> tasks.ModelComparison:
     """Walk every model forward (one mapped task each) and pick the champion."""
     horizon = cfg.calibration.horizon_days
     eval_start = day - dt.timedelta(days=cfg.models.eval_days - 1)
@@ -217,7 +215,9 @@ def compute_margins(
     task (on Dask when the flow runs with the Dask task runner); shards are concatenated in
     account order, so the result equals the single-process one.
     """
-    params = tasks.load_parameters(Path(params_path), None if public_key is None else Path(public_key))
+    params = tasks.load_parameters(
+        Path(params_path), None if public_key is None else Path(public_key)
+    )
     book = tasks.load_book(Path(book_dir))
     methodology = tasks.methodology_from_parameters(params, book)
     parts = tasks.margin_shard.map(

@@ -90,8 +90,14 @@ def _symbol_axes(n: int, title: str) -> tuple[Figure, list[Axes]]:
     rows = (n + 1) // 2
     fig = Figure(figsize=(10.0, 0.6 + 2.1 * rows))
     grid = fig.subplots(rows, 2, squeeze=False, sharex=True)
-    fig.subplots_adjust(left=0.07, right=0.99, top=1 - 0.45 / (0.6 + 2.1 * rows), bottom=0.08,
-                        hspace=0.25, wspace=0.15)
+    fig.subplots_adjust(
+        left=0.07,
+        right=0.99,
+        top=1 - 0.45 / (0.6 + 2.1 * rows),
+        bottom=0.08,
+        hspace=0.25,
+        wspace=0.15,
+    )
     axes = grid.ravel().tolist()
     for extra in axes[n:]:
         extra.set_visible(False)
@@ -109,10 +115,20 @@ def forecast_chart(forecasts: pd.DataFrame) -> bytes | None:
         rows = forecasts[forecasts["symbol"] == symbol].sort_values("date")
         scale = 100.0 * np.sqrt(365.0)
         dates = _dates(rows["date"])
-        ax.plot(dates, np.sqrt(rows["realized_var"].to_numpy(float)) * scale, lw=0.8,
-                color="0.6", label="realized")
-        ax.plot(dates, np.sqrt(rows["forecast_var"].to_numpy(float)) * scale, lw=1.2,
-                color="C0", label="forecast")
+        ax.plot(
+            dates,
+            np.sqrt(rows["realized_var"].to_numpy(float)) * scale,
+            lw=0.8,
+            color="0.6",
+            label="realized",
+        )
+        ax.plot(
+            dates,
+            np.sqrt(rows["forecast_var"].to_numpy(float)) * scale,
+            lw=1.2,
+            color="C0",
+            label="forecast",
+        )
         ax.set_ylabel(symbol)
         ax.legend(loc="upper left", fontsize=8)
     return _png(fig)
@@ -144,13 +160,24 @@ def margin_chart(margin_path: pd.DataFrame) -> bytes | None:
         im_low = -100.0 * rows["im_long"].to_numpy(dtype=float)
         im_high = 100.0 * rows["im_short"].to_numpy(dtype=float)
         ax.fill_between(dates, im_low, im_high, color="C0", alpha=0.15, label="IM range")
-        ax.plot(dates, -100.0 * rows["mm_long"].to_numpy(dtype=float), color="C1", lw=0.7,
-                label="MM range")
+        ax.plot(
+            dates,
+            -100.0 * rows["mm_long"].to_numpy(dtype=float),
+            color="C1",
+            lw=0.7,
+            label="MM range",
+        )
         ax.plot(dates, 100.0 * rows["mm_short"].to_numpy(dtype=float), color="C1", lw=0.7)
         ax.plot(dates, move, color="0.3", lw=0.6, label="realized move")
         breach = im_breaches(rows)
-        ax.scatter(dates[breach], move[breach], color="red", s=14, zorder=3,
-                   label=f"IM breach ({int(breach.sum())})")
+        ax.scatter(
+            dates[breach],
+            move[breach],
+            color="red",
+            s=14,
+            zorder=3,
+            label=f"IM breach ({int(breach.sum())})",
+        )
         ax.set_ylabel(symbol)
         ax.legend(loc="upper left", fontsize=8, ncol=4)
     return _png(fig)
@@ -168,8 +195,7 @@ def procyclicality_chart(margin_path: pd.DataFrame) -> bytes | None:
         valid = np.isfinite(im)
         if not valid.any():
             continue
-        ax.plot(_dates(rows["date"])[valid], im[valid] / im[valid][0], lw=1.0,
-                label=str(symbol))
+        ax.plot(_dates(rows["date"])[valid], im[valid] / im[valid][0], lw=1.0, label=str(symbol))
     ax.axhline(1.0, color="0.5", lw=0.6)
     ax.set_title("Procyclicality: IM scan range / first value")
     ax.legend(loc="upper left", fontsize=8, ncol=6)
@@ -232,7 +258,9 @@ def render_report(inputs: ReportInputs, charts: dict[str, bytes] | None = None) 
     )
     for title, name in sections:
         parts.append(f"<h2>{title}</h2>")
-        parts.append(_image(name, charts[name]) if name in charts else "<p class='empty'>no data</p>")
+        parts.append(
+            _image(name, charts[name]) if name in charts else "<p class='empty'>no data</p>"
+        )
     parts.append("<h2>Model comparison</h2>" + _table(inputs.metrics))
     parts.append("<h2>Backtest</h2>" + _table(inputs.backtest))
     parts.append("<h2>Parameter changes</h2>" + _table(_with_change(inputs.changes)))

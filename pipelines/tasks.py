@@ -37,7 +37,9 @@ if TYPE_CHECKING:
 PARAMS_STORE = "params"
 """Folder under the output root holding the signed, versioned parameter store."""
 
-IO_RETRIES = {"retries": 2, "retry_delay_seconds": exponential_backoff(backoff_factor=2)}
+IO_RETRIES = 2
+"""Retries of tasks that read or write files (a busy or network file system can fail)."""
+IO_BACKOFF = exponential_backoff(backoff_factor=2)
 
 
 def frame_digest(frame: pd.DataFrame) -> str:
@@ -51,7 +53,12 @@ def frame_digest(frame: pd.DataFrame) -> str:
 # ----------------------------------------------------------------------------- data
 
 
-@task(name="digest-market-data", cache_policy=NO_CACHE, **IO_RETRIES)
+@task(
+    name="digest-market-data",
+    cache_policy=NO_CACHE,
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_BACKOFF,
+)
 def digest_market_data(data_dir: Path, symbols: Sequence[str]) -> str:
     """SHA-256 over the SHA-256 of every data file of ``symbols`` (the run's data digest)."""
     from features.cache import file_digest
@@ -65,7 +72,12 @@ def digest_market_data(data_dir: Path, symbols: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
-@task(name="load-market-history", cache_policy=NO_CACHE, **IO_RETRIES)
+@task(
+    name="load-market-history",
+    cache_policy=NO_CACHE,
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_BACKOFF,
+)
 def load_history(
     data_dir: Path, symbols: Sequence[str], start: dt.date, end: dt.date | None
 ) -> MarketHistory:
@@ -81,8 +93,12 @@ def load_history(
     if not report.empty:
         for column in ("missing", "missing_bars", "dropped"):
             if column in report.columns:
-                log.info("Cleaning: %s = %d across %d files", column, int(report[column].sum()),
-                         len(report))
+                log.info(
+                    "Cleaning: %s = %d across %d files",
+                    column,
+                    int(report[column].sum()),
+                    len(report),
+                )
     return history
 
 
@@ -103,9 +119,9 @@ def resolve_as_of(panel: pd.DataFrame, as_of: dt.date | None) -> dt.date:
     """The as-of date: the one asked for, or the last day every symbol has a complete bar set."""
     dates = panel.index.get_level_values("date")
     complete = ~panel["incomplete"].astype(bool) if "incomplete" in panel else dates.notna()
-    last_per_symbol = pd.Series(dates[complete]).groupby(
-        panel.index.get_level_values("symbol")[complete]
-    ).max()
+    last_per_symbol = (
+        pd.Series(dates[complete]).groupby(panel.index.get_level_values("symbol")[complete]).max()
+    )
     last_common = pd.Timestamp(last_per_symbol.min()).date()
     if as_of is None:
         get_run_logger().info("As-of date not given: using %s, the last complete day", last_common)
@@ -146,9 +162,10 @@ class WalkForwardJob:
 
     def cache_key(self) -> str:
         """Key of the cached result: inputs' digest, schedule and the models' source code."""
-        return "walk-forward-" + hashlib.sha256(
-            f"{self!r}|{_package_digest('models')}".encode()
-        ).hexdigest()
+        return (
+            "walk-forward-"
+            + hashlib.sha256(f"{self!r}|{_package_digest('models')}".encode()).hexdigest()
+        )
 
 
 def _walk_forward_key(_: Any, parameters: dict[str, Any]) -> str:
@@ -187,8 +204,14 @@ def walk_forward_model(job: WalkForwardJob, panel: pd.DataFrame) -> WalkForwardR
         len(fallbacks),
     )  # fmt: skip
     for item in fallbacks[:5]:
-        log.warning("%s fallback: %s %s: %s (%s)", job.model, item.symbol, item.date.date(),
-                    item.reason, item.action)
+        log.warning(
+            "%s fallback: %s %s: %s (%s)",
+            job.model,
+            item.symbol,
+            item.date.date(),
+            item.reason,
+            item.action,
+        )
     return result
 
 
@@ -255,8 +278,14 @@ def compare_models(
     log.info("Champion: %s", selection.reason)
     pooled = details[details["symbol"] == "ALL"].set_index("model")
     for model, row in pooled.iterrows():
-        log.info("%-10s pooled QLIKE %.4f  MSE %.3g  in MCS: %s  fallbacks: %d", model,
-                 row["qlike"], row["mse"], bool(row["in_mcs"]), fallbacks.get(str(model), 0))
+        log.info(
+            "%-10s pooled QLIKE %.4f  MSE %.3g  in MCS: %s  fallbacks: %d",
+            model,
+            row["qlike"],
+            row["mse"],
+            bool(row["in_mcs"]),
+            fallbacks.get(str(model), 0),
+        )
     metrics = details[METRIC_COLUMNS].copy()
     evaluation = EvaluationResult(
         metrics, details, {horizon: selection}, walk, {horizon: realized}, start, end, first
@@ -284,9 +313,7 @@ def champion_job(
     backtest the same before each of its dates, so the span is
     ``min_residuals + backtest validation_days + backtest days`` (plus a week of slack).
     """
-    span = (
-        cfg.calibration.min_residuals + cfg.backtest.validation_days + cfg.backtest.days + 7
-    )
+    span = cfg.calibration.min_residuals + cfg.backtest.validation_days + cfg.backtest.days + 7
     return WalkForwardJob(
         model=champion,
         start=day - dt.timedelta(days=span),
@@ -319,7 +346,12 @@ def _previous_version(root: Path, day: dt.date) -> Path | None:
     return earlier[-1] if earlier else None
 
 
-@task(name="load-previous-parameters", cache_policy=NO_CACHE, **IO_RETRIES)
+@task(
+    name="load-previous-parameters",
+    cache_policy=NO_CACHE,
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_BACKOFF,
+)
 def load_previous_parameters(root: Path, day: dt.date) -> ParameterSet | None:
     """The verified parameter set published before ``day`` (``margin.params.load``)."""
     from margin.params import load
@@ -398,11 +430,21 @@ def calibrate(
         params = calibrate_underlying(inputs, day, cal, cfg.apc, prior)
         underlyings[symbol] = params
         if params.fallback.used:
-            log.warning("%s: FALLBACK to %s parameters: %s", symbol, params.fallback.source,
-                        params.fallback.reason)
+            log.warning(
+                "%s: FALLBACK to %s parameters: %s",
+                symbol,
+                params.fallback.source,
+                params.fallback.reason,
+            )
         for event in params.apc.bounds_bit:
-            log.info("%s: %s bit on %s (%.4f → %.4f)", symbol, event.rule, event.field,
-                     event.raw, event.bounded)
+            log.info(
+                "%s: %s bit on %s (%.4f → %.4f)",
+                symbol,
+                event.rule,
+                event.field,
+                event.raw,
+                event.bounded,
+            )
     returns = panel["ret"].unstack("symbol")[symbols]
     returns = returns[returns.index <= cutoff]
     offsets = calibrate_offsets(returns, cal)
@@ -429,8 +471,13 @@ def calibrate(
     changes = tuple(changes_against(draft, previous))
     n_fallbacks = sum(p.fallback.used for p in underlyings.values())
     n_bounds = sum(len(p.apc.bounds_bit) for p in underlyings.values())
-    log.info("Calibrated %d underlyings: %d fallback(s), %d bound event(s), %d change(s)",
-             len(underlyings), n_fallbacks, n_bounds, len(changes))
+    log.info(
+        "Calibrated %d underlyings: %d fallback(s), %d bound event(s), %d change(s)",
+        len(underlyings),
+        n_fallbacks,
+        n_bounds,
+        len(changes),
+    )
     return draft.model_copy(update={"changes": changes, "previous_version": previous_version})
 
 
@@ -455,10 +502,19 @@ def backtest_parameters(
     start = day - dt.timedelta(days=cfg.backtest.days - 1)
     result = parameter_backtest(panel[["close"]], {champion: forecast}, start, day, config)
     log = get_run_logger()
-    rows = result.summary[(result.summary["model"] == "champion") & (result.summary["level"] == "IM")]
+    rows = result.summary[
+        (result.summary["model"] == "champion") & (result.summary["level"] == "IM")
+    ]
     for row in rows.itertuples():
-        log.info("Backtest %s IM %-5s: %d/%d breaches (expected %.1f), zone %s", row.symbol,
-                 row.side, row.breaches, row.n, row.expected_rate * row.n, row.zone)
+        log.info(
+            "Backtest %s IM %-5s: %d/%d breaches (expected %.1f), zone %s",
+            row.symbol,
+            row.side,
+            row.breaches,
+            row.n,
+            row.expected_rate * row.n,
+            row.zone,
+        )
     return result
 
 
@@ -491,7 +547,12 @@ def _signing_key(cfg: XmarginConfig) -> Any:
     return load_private_key(path)
 
 
-@task(name="publish-parameters", cache_policy=NO_CACHE, **IO_RETRIES)
+@task(
+    name="publish-parameters",
+    cache_policy=NO_CACHE,
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_BACKOFF,
+)
 def publish_parameters(params: ParameterSet, cfg: XmarginConfig) -> WrittenSet:
     """Sign and publish the set atomically (``margin.params.write_parameter_set``)."""
     from margin.params import write_parameter_set
@@ -589,7 +650,12 @@ def _csv(frame: pd.DataFrame) -> bytes:
     return frame.to_csv(index=False, float_format="%.10g", lineterminator="\n").encode()
 
 
-@task(name="write-run-folder", cache_policy=NO_CACHE, **IO_RETRIES)
+@task(
+    name="write-run-folder",
+    cache_policy=NO_CACHE,
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_BACKOFF,
+)
 def write_run_folder(
     cfg: XmarginConfig,
     day: dt.date,
@@ -601,7 +667,6 @@ def write_run_folder(
     """Stage ``out/<as-of>/`` (parameter files, backtest summary, metrics, report) and
     switch it in atomically (``pipelines.outputs.publish_run_folder``)."""
     from margin.backtest import SUMMARY_COLUMNS
-
     from pipelines.outputs import publish_run_folder
 
     files = {name: (published.folder / name).read_bytes() for name in published.files}
@@ -613,11 +678,15 @@ def write_run_folder(
     return link
 
 
-@task(name="write-backtest-summary", cache_policy=NO_CACHE, **IO_RETRIES)
+@task(
+    name="write-backtest-summary",
+    cache_policy=NO_CACHE,
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_BACKOFF,
+)
 def write_backtest_summary(result: BacktestResult, folder: Path) -> Path:
     """``backtest_summary.csv`` (columns of ``margin.backtest.SUMMARY_COLUMNS``), atomically."""
     from margin.backtest import SUMMARY_COLUMNS
-
     from pipelines.report import write_text_atomic
 
     path = folder / "backtest_summary.csv"
@@ -626,7 +695,12 @@ def write_backtest_summary(result: BacktestResult, folder: Path) -> Path:
     return path
 
 
-@task(name="sync-market-data", cache_policy=NO_CACHE, **IO_RETRIES)
+@task(
+    name="sync-market-data",
+    cache_policy=NO_CACHE,
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_BACKOFF,
+)
 def sync_market_data(data_dir: Path, symbols: Sequence[str]) -> int:
     """Refresh the data folder from the local mirror (``features.sync.sync_from_mirror``)."""
     from features.errors import MissingDataError
@@ -639,15 +713,25 @@ def sync_market_data(data_dir: Path, symbols: Sequence[str]) -> int:
             "'xmargin data sync --source ccxt' or set sync = false"
         )
     result = sync_from_mirror(mirror, data_dir, list(symbols))
-    get_run_logger().info("Synced %d files from %s: %d copied, %d unchanged", result.total,
-                          mirror, len(result.copied), len(result.unchanged))
+    get_run_logger().info(
+        "Synced %d files from %s: %d copied, %d unchanged",
+        result.total,
+        mirror,
+        len(result.copied),
+        len(result.unchanged),
+    )
     return result.total
 
 
 # ----------------------------------------------------------------------------- margin a book
 
 
-@task(name="load-parameters", cache_policy=NO_CACHE, **IO_RETRIES)
+@task(
+    name="load-parameters",
+    cache_policy=NO_CACHE,
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_BACKOFF,
+)
 def load_parameters(path: Path, public_key: Path | None) -> ParameterSet:
     """A verified parameter set (``margin.params.load`` with ``verify=True``)."""
     from margin.keys import load_public_key
@@ -655,19 +739,19 @@ def load_parameters(path: Path, public_key: Path | None) -> ParameterSet:
 
     key = None if public_key is None else load_public_key(public_key)
     params = load(path, verify=True, public_key=key)
-    get_run_logger().info("Parameters as of %s verified (%d underlyings)", params.as_of,
-                          len(params.underlyings))
+    get_run_logger().info(
+        "Parameters as of %s verified (%d underlyings)", params.as_of, len(params.underlyings)
+    )
     return params
 
 
-@task(name="load-book", cache_policy=NO_CACHE, **IO_RETRIES)
+@task(name="load-book", cache_policy=NO_CACHE, retries=IO_RETRIES, retry_delay_seconds=IO_BACKOFF)
 def load_book(folder: Path) -> Book:
     """The book of accounts (``margin.book.load_book``)."""
     from margin.book import load_book as load
 
     book = load(folder)
-    get_run_logger().info("Book: %d accounts, %d positions", book.n_accounts,
-                          book.positions.nnz)
+    get_run_logger().info("Book: %d accounts, %d positions", book.n_accounts, book.positions.nnz)
     return book
 
 
@@ -689,7 +773,12 @@ def margin_shard(book: Book, methodology: Methodology) -> MarginResult:
     return compute_margin(book, methodology, n_threads=1)
 
 
-@task(name="write-margin-results", cache_policy=NO_CACHE, **IO_RETRIES)
+@task(
+    name="write-margin-results",
+    cache_policy=NO_CACHE,
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_BACKOFF,
+)
 def write_margin_results(parts: Sequence[MarginResult], out_file: Path) -> MarginResult:
     """Stack the shards in account order (``MarginResult.concat``) and write one row per
     account (CSV or Parquet by the file's suffix), atomically."""
@@ -705,8 +794,12 @@ def write_margin_results(parts: Sequence[MarginResult], out_file: Path) -> Margi
         frame.to_csv(tmp, index=False, float_format="%.10g", lineterminator="\n")
     tmp.replace(out_file)
     n_liq = int(result.liquidatable.sum())
-    get_run_logger().info("Margin of %d accounts written to %s; %d under maintenance margin",
-                          len(result), out_file, n_liq)
+    get_run_logger().info(
+        "Margin of %d accounts written to %s; %d under maintenance margin",
+        len(result),
+        out_file,
+        n_liq,
+    )
     return result
 
 
@@ -733,7 +826,8 @@ def _tracking_key(_: Any, parameters: dict[str, Any]) -> str:
     name="track-models",
     cache_key_fn=_tracking_key,
     persist_result=True,
-    **IO_RETRIES,
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_BACKOFF,
 )
 def track_models(
     comparison: ModelComparison,
@@ -767,7 +861,12 @@ def track_models(
     return Tracked(run_id=run_id, registry_version=version, parent_run_id=info.parent_run_id)
 
 
-@task(name="log-report-artifacts", cache_policy=NO_CACHE, **IO_RETRIES)
+@task(
+    name="log-report-artifacts",
+    cache_policy=NO_CACHE,
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_BACKOFF,
+)
 def log_report_artifacts(
     tracked: Tracked, charts: dict[str, bytes], report_html: str, cfg: XmarginConfig
 ) -> None:
@@ -789,5 +888,6 @@ def log_report_artifacts(
             (folder / name).write_bytes(png)
         (folder / "report.html").write_text(report_html, encoding="utf-8")
         client.log_artifacts(tracked.parent_run_id, str(folder), "report")
-    get_run_logger().info("Report and %d charts logged to MLflow run %s", len(charts),
-                          tracked.parent_run_id)
+    get_run_logger().info(
+        "Report and %d charts logged to MLflow run %s", len(charts), tracked.parent_run_id
+    )

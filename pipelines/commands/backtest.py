@@ -23,6 +23,7 @@ import typer
 if TYPE_CHECKING:
     import pandas as pd
 
+    from margin.apc import ApcConfig
     from margin.backtest import BacktestResult
 
 SYMBOLS = ("BTC", "ETH", "SOL", "XRP", "DOGE", "BNB")
@@ -103,6 +104,41 @@ def apc_comparison(off: pd.DataFrame, on: pd.DataFrame) -> pd.DataFrame:
     return both[order].reset_index()
 
 
+def apc_variants() -> dict[str, ApcConfig]:
+    """Each anti-procyclicality tool alone (with the 10% decrease cap), and all together."""
+    from margin.apc import ApcConfig
+
+    return {
+        "decrease_cap": ApcConfig(),
+        "buffer": ApcConfig(buffer=True),
+        "stress_weight": ApcConfig(stress_weight=True),
+        "floor": ApcConfig(floor=True),
+        "all": ApcConfig.all_on(),
+    }
+
+
+def apc_variant_table(summaries: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Champion IM per APC variant, pooled over symbols and sides."""
+    import pandas as pd
+
+    rows = []
+    for name, summary in summaries.items():
+        im = summary[(summary["model"] == "champion") & (summary["level"] == "IM")]
+        rows.append(
+            {
+                "apc": name,
+                "breaches": int(im["breaches"].sum()),
+                "expected": round(float((im["n"] * im["expected_rate"]).sum()), 1),
+                "kupiec_pass": int((im["kupiec_p"] >= 0.05).sum()),
+                "avg_im": float(im["avg_margin"].mean()),
+                "peak_to_trough": float(im["peak_to_trough"].mean()),
+                "max_increase_5d_mean": float(im["max_increase_5d"].mean()),
+                "max_increase_5d_max": float(im["max_increase_5d"].max()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def _md_table(frame: pd.DataFrame) -> str:
     def cell(v: object) -> str:
         if isinstance(v, float):
@@ -116,7 +152,11 @@ def _md_table(frame: pd.DataFrame) -> str:
 
 
 def report_markdown(
-    result: BacktestResult, comparison: pd.DataFrame, command: str, fallbacks: str
+    result: BacktestResult,
+    comparison: pd.DataFrame,
+    command: str,
+    fallbacks: str,
+    variants: pd.DataFrame | None = None,
 ) -> str:
     """The Markdown results section (written to the report and, with ``--docs``, the docs)."""
     s = result.summary
@@ -168,6 +208,13 @@ def report_markdown(
         _md_table(comparison),
         "",
     ]
+    if variants is not None:
+        lines += [
+            "### Champion IM per anti-procyclicality tool (pooled over symbols and sides)",
+            "",
+            _md_table(variants),
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -284,7 +331,6 @@ def backtest_command(
 
     from features.history import load_market_history
     from features.matrix import build_daily_panel
-    from margin.apc import ApcConfig
     from margin.backtest import BacktestConfig, parameter_backtest
     from models.registry import MODEL_NAMES
 
@@ -315,11 +361,19 @@ def backtest_command(
 
     with console.status("backtesting parameters"):
         result = parameter_backtest(panel[["close"]], variances, first, last, config)
-        apc_config = config.model_copy(update={"apc": ApcConfig.all_on()})
-        apc_on = parameter_backtest(
-            panel[["close"]], {result.champion: variances[result.champion]}, first, last, apc_config
-        )
+        champion_only = {result.champion: variances[result.champion]}
+        variants = {}
+        for name, apc in apc_variants().items():
+            run = parameter_backtest(
+                panel[["close"]], champion_only, first, last, config.model_copy(update={"apc": apc})
+            )
+            variants[name] = run
+        apc_on = variants["all"]
     comparison = apc_comparison(result.summary, apc_on.summary)
+    by_variant = apc_variant_table(
+        {"off": result.summary, **{k: v.summary for k, v in variants.items()}}
+    )
+    _csv(by_variant, out / "apc_variants.csv")
     _csv(result.summary, out / "backtest_summary.csv")
     _csv(result.stress, out / "backtest_stress.csv")
     _csv(result.validation, out / "backtest_validation.csv")
@@ -339,10 +393,16 @@ def backtest_command(
         f"{nonpositive} non-positive forecasts; missing forecast days in the window: "
         + ", ".join(f"{m} {n}" for m, n in missing.items())
     )
-    command = f"xmargin backtest --data-dir {data_dir} --start {first} --end {last} --out {out}" + (
-        f" --docs {docs}" if docs else ""
-    )
-    section = report_markdown(result, comparison, command, fallbacks)
+    command = f"xmargin backtest --data-dir {data_dir} --start {first} --end {last} --out {out}"
+    for flag, value in (
+        ("--symbols", symbols if wanted != list(SYMBOLS) else None),
+        ("--models", models),
+        ("--forecasts", forecasts),
+        ("--docs", docs),
+    ):
+        if value is not None:
+            command += f" {flag} {value}"
+    section = report_markdown(result, comparison, command, fallbacks, by_variant)
     (out / "backtest_report.md").write_text(section + "\n", encoding="utf-8")
     if docs is not None:
         _write_docs(docs, section)

@@ -65,9 +65,15 @@ def sync(
     _logging(verbose)
     chosen = _symbols(symbols)
     if source is Source.ccxt:
+        import ccxt
+
         from features.ccxt_source import download_all
 
-        report = download_all(data_dir, chosen)
+        try:
+            report = download_all(data_dir, chosen)
+        except ccxt.NetworkError as exc:
+            typer.echo(f"error: exchange unreachable after retries ({exc}); data kept", err=True)
+            raise typer.Exit(1) from None
         for name, added in report.items():
             typer.echo(f"{name}: {added} new rows")
         typer.echo(f"synced {len(report)} series into {data_dir} from the exchanges (ccxt)")

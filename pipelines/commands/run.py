@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import subprocess
@@ -118,11 +119,11 @@ def ui(
         "--backend-store-uri", cfg.mlflow_tracking_uri,
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
     ]  # fmt: skip
-    typer.echo(f"MLflow UI on http://127.0.0.1:{port} (store {cfg.mlflow_tracking_uri}); Ctrl-C stops")
-    try:
+    typer.echo(
+        f"MLflow UI on http://127.0.0.1:{port} (store {cfg.mlflow_tracking_uri}); Ctrl-C stops"
+    )
+    with contextlib.suppress(KeyboardInterrupt):
         subprocess.run(command, env=env, cwd=cfg.base_dir, check=False)
-    except KeyboardInterrupt:
-        pass
 
 
 def register(app: typer.Typer) -> None:

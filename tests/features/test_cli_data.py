@@ -66,3 +66,24 @@ def test_load_bounds_are_inclusive_and_partial(mirror: Path) -> None:
     row = full.report.set_index("kind").loc["spot"]
     assert row["dropped_launch_day"] == 18
     assert row["rows"] + row["dropped_launch_day"] == 24 * 40
+
+
+def test_time_bounds_mixed_forms() -> None:
+    import datetime as dt
+
+    from features.history import slice_time
+
+    frame = pd.DataFrame(
+        {"a": range(48)}, index=pd.date_range("2024-01-01", periods=48, freq="1h", tz="UTC")
+    )
+
+    def span(start: object, end: object) -> list[str]:
+        kept = slice_time(frame, start, end)  # type: ignore[arg-type]
+        return [f"{t:%d %H}" for t in kept.index[[0, -1]]] if len(kept) else []
+
+    assert span("2024-01-01T05:00:00Z", "2024-01-01") == ["01 05", "01 23"]
+    assert span(dt.date(2024, 1, 2), dt.date(2024, 1, 2)) == ["02 00", "02 23"]
+    assert span(pd.Timestamp("2024-01-01 03:00"), "2024-01-01T04:00:00Z") == ["01 03", "01 04"]
+    assert span("2024-01-02T05:00:00+02:00", None) == ["02 03", "02 23"]
+    assert span("2024", "2024") == ["01 00", "02 23"]
+    assert span("2025", None) == [] and span("2024-01-02", "2023") == []

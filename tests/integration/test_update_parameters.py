@@ -71,9 +71,7 @@ def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield f"sqlite:///{folder / 'mlflow.db'}"
 
 
-def _config(
-    tmp: Path, data: Path, out: Path, mlflow: str, key: Path, cache: bool = True
-) -> Path:
+def _config(tmp: Path, data: Path, out: Path, mlflow: str, key: Path, cache: bool = True) -> Path:
     path = tmp / "xmargin.toml"
     text = CONFIG.format(data=data, out=out, mlflow=mlflow, key=key, cache=str(cache).lower())
     path.write_text(text, encoding="utf-8")

@@ -149,3 +149,17 @@ def test_champion_rule_prefers_passing_then_cheaper() -> None:
         rows("cheap_fails", 0.01, 0.05) + rows("ok", 0.3, 0.08) + rows("ok2", 0.3, 0.07)
     )
     assert select_champion(frame)[0] == "ok2"
+
+
+def test_backtest_metrics_names(result) -> None:  # type: ignore[no-untyped-def]
+    from margin.backtest import backtest_metrics
+
+    metrics = backtest_metrics(result.summary)
+    assert len(metrics) == 2 * 4 * 6
+    row = result.summary[
+        (result.summary["model"] == "champion")
+        & (result.summary["symbol"] == "AAA")
+        & (result.summary["level"] == "IM")
+        & (result.summary["side"] == "long")
+    ].iloc[0]
+    assert metrics["bt_kupiec_p_IM_long_AAA"] == row["kupiec_p"]

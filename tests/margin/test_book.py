@@ -118,7 +118,7 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
         ),
         (
             "instruments",
-            lambda f: f.assign(kind=["linear_perp", "swap"] + list(f["kind"][2:])),
+            lambda f: f.assign(kind=["linear_perp", "swap", *list(f["kind"][2:])]),
             r"instruments row 1: unknown kind 'swap'",
         ),
         (

@@ -285,3 +285,35 @@ def test_scan_range_accepts_only_positive_finite(value: float) -> None:
     except ValidationError:
         return
     assert 0 < scan.long < 1 and 0 < scan.short <= 10
+
+
+def test_cli_keys_and_verify(tmp_path: Path) -> None:
+    """``xmargin keys generate`` then ``xmargin verify``: OK, then one tampered byte fails."""
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pipelines.cli", *args],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=120,
+        )
+
+    made = cli("keys", "generate", "--out", str(tmp_path / "keys"))
+    assert made.returncode == 0, made.stderr
+    private = tmp_path / "keys" / keys.PRIVATE_KEY_NAME
+    public = tmp_path / "keys" / keys.PUBLIC_KEY_NAME
+    written = params.write_parameter_set(
+        parameter_set(), tmp_path / "out", keys.load_private_key(private)
+    )
+    ok = cli("verify", str(tmp_path / "out"), "--public-key", str(public))
+    assert ok.returncode == 0, ok.stderr
+    assert "OK: 2 underlyings" in ok.stdout
+    target = written.folder / params.PARAMS_JSON
+    data = bytearray(target.read_bytes())
+    data[data.index(b'"BTC"') + 2] = ord("X")
+    target.write_bytes(bytes(data))
+    bad = cli("verify", str(target), "--public-key", str(public))
+    assert bad.returncode == 2
+    assert "SHA-256 does not match" in bad.stderr and "params.json" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) <= 2  # one message, no traceback

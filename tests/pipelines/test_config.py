@@ -35,7 +35,7 @@ def test_missing_file_without_explicit_path_uses_defaults(
 
 
 def test_explicit_missing_file_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="nope.toml"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.toml"):
         load_config(tmp_path / "nope.toml")
 
 

@@ -26,9 +26,10 @@ def test_sets_what_is_missing_and_keeps_what_is_given(tmp_path: Path) -> None:
 def test_committed_prefect_toml_matches_the_code_defaults() -> None:
     settings = tomllib.loads((PROJECT_ROOT / "prefect.toml").read_text(encoding="utf-8"))
     assert settings["home"] == ".prefect"
-    assert str(settings["server"]["ephemeral"]["startup_timeout_seconds"]) == PREFECT_DEFAULTS[
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
-    ]
+    assert (
+        str(settings["server"]["ephemeral"]["startup_timeout_seconds"])
+        == PREFECT_DEFAULTS["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]
+    )
     assert settings["server"]["analytics_enabled"] is False
     assert settings["logging"]["to_api"]["when_missing_flow"] == "ignore"
 
