@@ -53,9 +53,10 @@ DEFAULT_CHUNK = 65_536
 
 ScanPrecision = Literal["float32", "float64"]
 
-#: columns of the per-underlying signed / absolute product matrices
-_S_DELTA, _S_GAMMA, _S_VEGA, _S_MTM, _S_LIN, _S_SOM, _S_ISO = range(7)
-_A_DELTA, _A_PERP_IM, _A_PERP_MM, _A_ORACLE, _A_SOM, _A_ISO = range(6)
+#: per-contract columns multiplied by signed quantities / by |quantities| (a category keeps
+#: only the columns that are not identically zero for it)
+SIGNED_COLUMNS = ("delta", "gamma", "vega", "mtm", "lin", "som", "iso_diff")
+ABS_COLUMNS = ("abs_delta", "perp_im", "perp_mm", "oracle", "som", "iso_sum")
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,11 @@ class _Block:
 
     underlying: int
     is_option: bool
-    signed: FloatArray  # (n_local, 7): multiplied by signed quantities
-    absolute: FloatArray  # (n_local, 6): multiplied by |quantities|
+    signed: FloatArray  # (n_local, n_signed): multiplied by signed quantities
+    absolute: FloatArray  # (n_local, n_abs): multiplied by |quantities|
+    signed_names: tuple[str, ...]
+    abs_names: tuple[str, ...]
+    n_local: int
     risk64: FloatArray  # options: (n_local, k) weighted P&L per contract; else (0, k)
     risk32: FloatArray  # same in float32 for the scan
     group: IntArray  # (n_local,) strike group of options, -1 else
@@ -192,36 +196,41 @@ def _blocks(
             lin = np.zeros(cols.size)
             if not is_opt:
                 lin = linear_coefficients(table.take(cols), book.market.mark[cols])
-            signed = np.stack(
-                [
-                    risk.delta_inst[cols],
-                    risk.gamma_inst[cols],
-                    risk.vega_inst[cols],
-                    risk.mtm_inst[cols],
-                    lin,
-                    addons.som_unit[cols],
-                    0.5 * (iso_long[cols] - iso_short[cols]),
-                ],
-                axis=1,
-            )
-            absolute = np.stack(
-                [
-                    np.abs(risk.delta_inst[cols]),
-                    addons.perp_im[cols],
-                    addons.perp_mm[cols],
-                    addons.oracle_inst[cols],
-                    addons.som_unit[cols],
-                    0.5 * (iso_long[cols] + iso_short[cols]),
-                ],
-                axis=1,
-            )
+            signed_all = {
+                "delta": risk.delta_inst[cols],
+                "gamma": risk.gamma_inst[cols],
+                "vega": risk.vega_inst[cols],
+                "mtm": risk.mtm_inst[cols],
+                "lin": lin,
+                "som": addons.som_unit[cols],
+                "iso_diff": 0.5 * (iso_long[cols] - iso_short[cols]),
+            }
+            abs_all = {
+                "abs_delta": np.abs(risk.delta_inst[cols]),
+                "perp_im": addons.perp_im[cols],
+                "perp_mm": addons.perp_mm[cols],
+                "oracle": addons.oracle_inst[cols],
+                "som": addons.som_unit[cols],
+                "iso_sum": 0.5 * (iso_long[cols] + iso_short[cols]),
+            }
+            signed_names = tuple(c for c in SIGNED_COLUMNS if signed_all[c].any())
+            abs_names = tuple(c for c in ABS_COLUMNS if abs_all[c].any())
+            signed = np.zeros((cols.size, len(signed_names)))
+            for j, name in enumerate(signed_names):
+                signed[:, j] = signed_all[name]
+            absolute = np.zeros((cols.size, len(abs_names)))
+            for j, name in enumerate(abs_names):
+                absolute[:, j] = abs_all[name]
             r = risk.risk_inst_scen[u][sel] if is_opt else np.zeros((0, k))
             blocks.append(
                 _Block(
                     underlying=u,
                     is_option=is_opt,
-                    signed=np.ascontiguousarray(signed),
-                    absolute=np.ascontiguousarray(absolute),
+                    signed=signed,
+                    absolute=absolute,
+                    signed_names=signed_names,
+                    abs_names=abs_names,
+                    n_local=int(cols.size),
                     risk64=np.ascontiguousarray(r),
                     risk32=np.ascontiguousarray(r, dtype=np.float32),
                     group=group[cols],
@@ -414,11 +423,11 @@ def position_layout(book: Book) -> tuple[_Entries, ...]:
         if c % 2 == 1 and seg.size:
             key = rows.astype(np.int64) * max(n_groups, 1) + group_of_col[cols]
             # keys are sorted by row already: a stable (run-aware) sort is close to linear
-            order = np.argsort(key, kind="stable")
-            ordered = key[order]
+            by_key = np.argsort(key, kind="stable")
+            ordered = key[by_key]
             first = np.concatenate([[True], ordered[1:] != ordered[:-1]])
             slot = np.empty(key.size, dtype=np.intp)
-            slot[order] = np.cumsum(first) - 1
+            slot[by_key] = np.cumsum(first) - 1
             uniq = ordered[first]
             slot_row = (uniq // max(n_groups, 1)).astype(np.intp)
             slot_group = (uniq % max(n_groups, 1)).astype(np.intp)
@@ -476,19 +485,31 @@ def evaluate(
         u = blk.underlying
         sub = entries.matrix()
         aq = np.abs(sub.data)
-        sv = np.asarray(sub @ blk.signed)
-        av = np.asarray(_with_data(sub, aq) @ blk.absolute)
-        net[:, u] += sv[:, _S_DELTA]
-        gross[:, u] += av[:, _A_DELTA]
-        gamma[:, u] += sv[:, _S_GAMMA]
-        vega[:, u] += sv[:, _S_VEGA]
-        lin[:, u] += sv[:, _S_LIN]
-        mtm += sv[:, _S_MTM]
-        som += 0.5 * (av[:, _A_SOM] - sv[:, _S_SOM])
-        perp_im += av[:, _A_PERP_IM]
-        perp_mm += av[:, _A_PERP_MM]
-        oracle += av[:, _A_ORACLE]
-        isolated += av[:, _A_ISO] + sv[:, _S_ISO]
+        sv = np.asarray(sub @ blk.signed) if blk.signed_names else np.zeros((n, 0))
+        av = np.asarray(_with_data(sub, aq) @ blk.absolute) if blk.abs_names else np.zeros((n, 0))
+        signed_col = {name: sv[:, j] for j, name in enumerate(blk.signed_names)}
+        abs_col = {name: av[:, j] for j, name in enumerate(blk.abs_names)}
+        for name, target in (
+            ("delta", net[:, u]),
+            ("gamma", gamma[:, u]),
+            ("vega", vega[:, u]),
+            ("lin", lin[:, u]),
+            ("mtm", mtm),
+            ("iso_diff", isolated),
+        ):
+            if name in signed_col:
+                target += signed_col[name]
+        for name, target in (
+            ("abs_delta", gross[:, u]),
+            ("perp_im", perp_im),
+            ("perp_mm", perp_mm),
+            ("oracle", oracle),
+            ("iso_sum", isolated),
+        ):
+            if name in abs_col:
+                target += abs_col[name]
+        if "som" in abs_col:
+            som += 0.5 * (abs_col["som"] - signed_col["som"])
         if blk.concentration.any():
             conc += _with_data(sub, aq * np.sqrt(aq)) @ blk.concentration
         if blk.is_option:

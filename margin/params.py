@@ -356,7 +356,12 @@ def write_parameter_set(
             for name in (PARAMS_JSON, PARAMS_CSV, MANIFEST_JSON):
                 atomic_write_bytes(staging / name, files[name])
             _fsync_dir(staging)
-            os.rename(staging, folder)
+            try:
+                os.rename(staging, folder)
+            except OSError:
+                # Another writer published the same content first: keep theirs.
+                if not (folder / PARAMS_JSON).is_file():
+                    raise
         finally:
             if staging.exists():
                 shutil.rmtree(staging)

@@ -12,7 +12,7 @@ unchanged when future data are added).
 from __future__ import annotations
 
 import warnings
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -51,7 +51,7 @@ class GARCHForecaster(BaseForecaster):
     """
 
     name = "garch"
-    vol: ClassVar[str] = "GARCH"
+    vol: ClassVar[Literal["GARCH", "EGARCH"]] = "GARCH"
     o: ClassVar[int] = 0
     min_obs: ClassVar[int] = 100
 

@@ -229,7 +229,9 @@ def log_evaluation(
         "data_digest": digest,
         "code_version": code_version(),
     }
-    dataset = mlflow.data.from_pandas(
+    import mlflow.data.pandas_dataset
+
+    dataset = mlflow.data.pandas_dataset.from_pandas(
         panel.reset_index(), name=f"daily_panel_{digest}", targets="target_rv_h1"
     )
     pins = pip_requirements()

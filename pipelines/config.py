@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
 from margin.apc import ApcConfig
 from margin.calibration import CalibrationConfig
@@ -170,7 +171,7 @@ class XmarginConfig(_Section):
         return _validate(raw, self.base_dir, "command line")
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: ErrorDetails) -> str:
     kind = error["type"]
     ctx = error.get("ctx", {})
     if kind == "greater_than" and ctx.get("gt") == 0:

@@ -20,15 +20,18 @@ from pipelines.dask_runner import task_runner
 from pipelines.summary import advance
 
 if TYPE_CHECKING:
+    from margin.book import Book
+    from margin.methodology import Methodology
     from margin.parameters import ParameterSet
+    from margin.result import MarginResult
 
 
 STEPS = (
     "loading market history",
     "building daily features",
     "walking forecasters forward",
-    "recording models in MLflow",
-    "forecasting with the champion",
+    "forecasting with the champion, recording models in MLflow",
+    "waiting for MLflow",
     "calibrating parameters",
     "backtesting parameters",
     "publishing signed files",
@@ -127,7 +130,7 @@ def _update(cfg: XmarginConfig, as_of: dt.date | None) -> RunOutcome:
     symbols = list(cfg.data.symbols)
     horizon = cfg.calibration.horizon_days
     if cfg.data.sync:
-        tasks.sync_market_data(cfg.data_dir)
+        tasks.sync_market_data(cfg.data_dir, symbols)
     data_digest = tasks.digest_market_data(cfg.data_dir, symbols)
     history = tasks.load_history(cfg.data_dir, symbols, cfg.data.history_start, as_of)
     advance(STEPS[1])
@@ -139,12 +142,14 @@ def _update(cfg: XmarginConfig, as_of: dt.date | None) -> RunOutcome:
 
     comparison = _evaluate(cfg, panel, day, digest)
     advance(STEPS[3])
-    tracked = tasks.track_models(comparison, panel, cfg, data_digest, digest)
-    advance(STEPS[4])
+    # MLflow logging and the champion's longer walk-forward are independent: run together.
+    tracking = tasks.track_models.submit(comparison, panel, cfg, data_digest, digest)
     job = tasks.champion_job(comparison.champion, day, cfg, digest)
     walk = tasks.walk_forward_model.with_options(refresh_cache=not cfg.run.cache)
-    champion = walk(job, panel)
+    champion = walk.submit(job, panel).result()
     forecast = champion.forecasts[(comparison.champion, horizon)]
+    advance(STEPS[4])
+    tracked = tracking.result()
     advance(STEPS[5])
 
     previous = tasks.load_previous_parameters(cfg.out_dir / tasks.PARAMS_STORE, day)
@@ -207,23 +212,29 @@ def compute_margins(
     out_file: str,
     shards: int = 1,
     public_key: str | None = None,
-) -> dict[str, Any]:
+) -> str:
     """A book of accounts and a verified parameter file → margin per account and liquidation
-    plans, written to ``out_file`` (CSV or Parquet) and ``<out_file stem>_liquidations``.
+    plans, written to ``out_file`` (CSV or Parquet) and ``<stem>_liquidations``.
 
     With ``shards > 1`` the book is split by accounts and each shard is margined as its own
-    task (on Dask when the flow runs with the Dask task runner); shards are concatenated in
-    account order, so the result equals the single-process one.
+    task (on the Dask cluster when the flow runs with the Dask task runner); the shards are
+    stacked in account order, so the result equals the single-process one.
     """
-    params = tasks.load_parameters(
-        Path(params_path), None if public_key is None else Path(public_key)
-    )
+    key = None if public_key is None else Path(public_key)
+    params = tasks.load_parameters(Path(params_path), key)
     book = tasks.load_book(Path(book_dir))
     methodology = tasks.methodology_from_parameters(params, book)
+    result = margin_book(book, methodology, shards)
+    plan = tasks.liquidation_plans(book, methodology, result, params)
+    return str(tasks.write_margin_results(result, plan, Path(out_file)))
+
+
+def margin_book(book: Book, methodology: Methodology, shards: int) -> MarginResult:
+    """Margin ``book`` in ``shards`` account shards, one mapped task each (inside a flow)."""
     parts = tasks.margin_shard.map(
         tasks.shard_book(book, shards), methodology=unmapped(methodology)
     ).result()
-    return tasks.write_margin_results(parts, Path(out_file))
+    return tasks.stack_shards(parts)
 
 
 def run_update_parameters(cfg: XmarginConfig, as_of: dt.date | None = None) -> RunOutcome:
@@ -254,7 +265,7 @@ def run_compute_margins(
     book_dir: Path,
     out_file: Path,
     public_key: Path | None = None,
-) -> dict[str, Any]:
+) -> str:
     """Run ``compute-margins`` with the configured task runner (Dask shards when configured)."""
     runner = task_runner(cfg.dask.address, cfg.run.max_workers)
     shards = cfg.dask.shards if cfg.dask.address else 1

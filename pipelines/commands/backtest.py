@@ -7,6 +7,7 @@ Writes to ``--out``:
 * ``backtest_stress.csv`` — the same per stress window (leading ``window`` column);
 * ``backtest_validation.csv`` — the rows the champion was chosen on;
 * ``apc_comparison.csv`` — the champion with anti-procyclicality off and on, side by side;
+* ``apc_variants.csv`` — the champion's IM per anti-procyclicality tool, pooled;
 * ``backtest_report.md`` — the results tables in Markdown (also written into ``--docs``);
 * ``forecasts.parquet`` — the model forecasts used (reusable with ``--forecasts``);
 * charts (PNG): margin vs realized moves with breaches per symbol, APC on vs off.

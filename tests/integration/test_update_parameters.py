@@ -5,7 +5,7 @@ same bytes, and a Dask ``LocalCluster`` gives the same files as the thread pool.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -17,84 +17,6 @@ AS_OF = "2024-06-30"
 SYMBOLS = ("BTC", "ETH")
 PARAM_FILES = ("params.json", "params.csv", "manifest.json")
 RUN_FILES = (*PARAM_FILES, "backtest_summary.csv", "report.html")
-
-CONFIG = """
-[data]
-dir = "{data}"
-symbols = ["BTC", "ETH"]
-history_start = 2022-06-01
-
-[models]
-names = ["ewma", "har"]
-eval_days = 30
-validation_days = 60
-refit_every = 30
-
-[backtest]
-days = 60
-refit_every = 60
-
-[params]
-out_dir = "{out}"
-private_key = "{key}"
-
-[run]
-mlflow_tracking_uri = "{mlflow}"
-progress = false
-cache = {cache}
-"""
-
-
-@pytest.fixture(scope="module")
-def data_dir(shared_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """BTC and ETH synced from the mirror into a temporary data folder (with its cache)."""
-    from features.sync import sync_from_mirror
-
-    target = tmp_path_factory.mktemp("data")
-    sync_from_mirror(shared_data_dir, target, list(SYMBOLS))
-    return target
-
-
-@pytest.fixture(scope="module")
-def signing_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One Ed25519 key for every run of the module (signatures are deterministic)."""
-    from margin.keys import generate_keypair
-
-    private, _ = generate_keypair(tmp_path_factory.mktemp("keys"))
-    return private
-
-
-@pytest.fixture(scope="module")
-def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One temporary SQLite MLflow store for the module (never the project's)."""
-    folder = tmp_path_factory.mktemp("mlflow")
-    yield f"sqlite:///{folder / 'mlflow.db'}"
-
-
-def _config(tmp: Path, data: Path, out: Path, mlflow: str, key: Path, cache: bool = True) -> Path:
-    path = tmp / "xmargin.toml"
-    text = CONFIG.format(data=data, out=out, mlflow=mlflow, key=key, cache=str(cache).lower())
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-@pytest.fixture(scope="module")
-def first_run(
-    prefect_harness: Path,
-    data_dir: Path,
-    mlflow_store: str,
-    signing_key: Path,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> tuple[Path, dict[str, object]]:
-    """One single-process run; returns the output root and the flow's result."""
-    from pipelines.flows import update_parameters
-
-    tmp = tmp_path_factory.mktemp("run")
-    out = tmp / "out"
-    result = update_parameters(
-        config_file=str(_config(tmp, data_dir, out, mlflow_store, signing_key)), as_of=AS_OF
-    )
-    return out, result
 
 
 def test_every_output_exists_and_verifies(first_run: tuple[Path, dict[str, object]]) -> None:
@@ -151,6 +73,7 @@ def test_rerun_gives_byte_identical_parameter_files(
     data_dir: Path,
     mlflow_store: str,
     signing_key: Path,
+    make_config: Callable[..., Path],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     from pipelines.flows import update_parameters
@@ -159,7 +82,7 @@ def test_rerun_gives_byte_identical_parameter_files(
     before = {name: (out / AS_OF / name).read_bytes() for name in PARAM_FILES}
     old_target = (out / AS_OF).resolve()
     tmp = tmp_path_factory.mktemp("rerun")
-    config = _config(tmp, data_dir, out, mlflow_store, signing_key)
+    config = make_config(tmp, data_dir, out, mlflow_store, signing_key)
     update_parameters(config_file=str(config), as_of=AS_OF)
     assert (out / AS_OF).resolve() != old_target  # a new run folder was switched in
     after = {name: (out / AS_OF / name).read_bytes() for name in PARAM_FILES}
@@ -171,6 +94,7 @@ def test_dask_local_cluster_gives_the_same_files(
     data_dir: Path,
     mlflow_store: str,
     signing_key: Path,
+    make_config: Callable[..., Path],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     from distributed import LocalCluster
@@ -181,7 +105,7 @@ def test_dask_local_cluster_gives_the_same_files(
     out, _ = first_run
     tmp = tmp_path_factory.mktemp("dask")
     dask_out = tmp / "out"
-    cfg_path = _config(tmp, data_dir, dask_out, mlflow_store, signing_key, cache=False)
+    cfg_path = make_config(tmp, data_dir, dask_out, mlflow_store, signing_key, cache=False)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
                       dashboard_address=None) as cluster:  # fmt: skip
         cfg = load_config(cfg_path).with_overrides(dask={"address": cluster.scheduler_address})

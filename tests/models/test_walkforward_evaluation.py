@@ -77,7 +77,7 @@ def test_evaluate_metrics_frame_and_selection_ignore_the_evaluation_window(
     assert len(m) == 3 * 3 * 2
     pooled = m[(m["symbol"] == "ALL") & (m["horizon"] == 1)].set_index("model")
     assert (
-        pooled.loc["ALL" if False else "ewma", "n"]
+        pooled.loc["ewma", "n"]
         == m[(m["symbol"] != "ALL") & (m["horizon"] == 1) & (m["model"] == "ewma")]["n"].sum()
     )
     assert np.isnan(pooled.loc["garch", "dm_vs_garch_p"])
@@ -86,7 +86,7 @@ def test_evaluate_metrics_frame_and_selection_ignore_the_evaluation_window(
 
     # Wreck the realized variance inside the evaluation window: selection must not move.
     dates = sim_panel.index.get_level_values("date")
-    inside = (dates >= pd.Timestamp("2022-06-01", tz=UTC)).to_numpy()
+    inside = np.asarray(dates >= pd.Timestamp("2022-06-01", tz=UTC))
     noisy = sim_panel.copy()
     for col in ("target_rv_h1", "target_rv_h7"):
         noisy.loc[inside, col] = noisy.loc[inside, col].to_numpy()[::-1]
