@@ -7,7 +7,8 @@ memory copy, about four times faster than Parquet for these frames. The cache li
 file it was built from and the version of the validation rules; an entry whose digest or
 version no longer matches is rebuilt, so editing, replacing or re-syncing a source file (even
 with the same size and mtime) or changing the rules invalidates it.
-Entries are written atomically; a read-only data directory simply runs without a cache.
+Entries are written atomically; a read-only data directory (by its mode bits, so even for
+root: the shared mirror is never written to) simply runs without a cache.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -87,13 +89,28 @@ def _write_entry(entry: Path, frame: pd.DataFrame, digest: str) -> None:
         log.debug("arrow cache not written for %s: %s", entry, exc)
 
 
+def cache_allowed(data_dir: Path) -> bool:
+    """Whether a cache may be written under ``data_dir``.
+
+    A directory whose mode bits deny writing (such as a read-only shared mirror) gets no
+    cache even when the process could write anyway (as root can): the mirror stays exactly
+    as published.
+    """
+    try:
+        mode = Path(data_dir).stat().st_mode
+    except OSError:
+        return False
+    return bool(mode & stat.S_IWUSR) and os.access(data_dir, os.W_OK)
+
+
 def store(data_dir: Path, source: Path, frame: pd.DataFrame, digest: str) -> None:
     """Write the cache entry of ``source`` (a validated frame whose file has ``digest``)."""
     try:
         entry = cache_path(data_dir, source)
     except ValueError:
         return
-    _write_entry(entry, frame, digest)
+    if cache_allowed(data_dir):
+        _write_entry(entry, frame, digest)
 
 
 def read_validated(
@@ -124,5 +141,6 @@ def read_validated(
         if cached is not None:
             return cached
     frame = load_validated(path, spec, name)
-    _write_entry(entry, frame, digest)
+    if cache_allowed(data_dir):
+        _write_entry(entry, frame, digest)
     return frame

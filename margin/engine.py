@@ -27,6 +27,7 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
+from scipy.linalg import blas
 
 from margin.addons import AddOnArrays, build_addon_arrays, min_delta_floor, strike_groups
 from margin.book import Book
@@ -533,7 +534,10 @@ def evaluate(
             low = pnl[np.arange(n), arg]
         else:
             pnl32 = np.asarray(_with_data(sub, sub.data.astype(np.float32)) @ blk.risk32)
-            pnl32 += lin[:, u, None].astype(np.float32) * ctx.move32[u][None, :]
+            # rank-one update pnl += lin x move in place (BLAS sger on the transposed view)
+            lin32 = np.ascontiguousarray(lin[:, u], dtype=np.float32)
+            if n:
+                pnl32 = blas.sger(1.0, ctx.move32[u], lin32, a=pnl32.T, overwrite_a=True).T
             arg = np.argmin(pnl32, axis=1)
             # exact double-precision P&L of the selected scenario
             exact = sub.data * blk.risk64.ravel()[sub.indices * k + arg[rows]]

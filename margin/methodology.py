@@ -170,7 +170,6 @@ class Methodology(_Frozen):
     haircuts_mm: dict[str, float] = Field(default_factory=dict)
     haircuts_im_extra: dict[str, float] = Field(default_factory=dict)
     collateral_in_scenarios: bool = True
-    allow_borrowing: bool = False
     settlement_precision: float = Field(0.01, ge=0.0)
 
     @model_validator(mode="after")

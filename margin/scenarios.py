@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from margin.book import Book
 from margin.instruments import (
@@ -27,6 +28,7 @@ __all__ = [
     "RiskArrays",
     "ScenarioSet",
     "build_risk_arrays",
+    "filtered_historical_moves",
     "linear_coefficients",
     "scenario_set",
     "shocked_vols",
@@ -195,6 +197,49 @@ def build_risk_arrays(book: Book, methodology: Methodology) -> RiskArrays:
         joint_inst=joint_inst,
         joint_asset=joint_asset,
     )
+
+
+def filtered_historical_moves(
+    log_returns: ArrayLike,
+    current_vol: ArrayLike | None = None,
+    *,
+    decay: float = 0.94,
+    seed_days: int = 20,
+) -> tuple[tuple[float, ...], ...]:
+    """Joint scenarios by filtered historical simulation, for ``OffsetConfig.joint_moves``.
+
+    Parameters
+    ----------
+    log_returns : array_like, shape (n_days, n_underlyings)
+        Decimal log returns over the margin horizon (e.g. daily), rows in time order, columns in
+        the order of ``OffsetConfig.underlyings``; no NaN.
+    current_vol : array_like, shape (n_underlyings,), optional
+        Volatility to rescale to (same horizon, decimal); default the last EWMA volatility.
+    decay : float
+        EWMA (RiskMetrics) decay of the variance filter.
+    seed_days : int
+        Days whose sample variance seeds the filter.
+
+    Returns
+    -------
+    tuple of tuples
+        One row per day after the seed: ``exp(r_t * current_vol / vol_t) - 1`` per underlying,
+        where ``vol_t`` is the EWMA volatility known before day ``t`` (no look-ahead).
+    """
+    r = np.asarray(log_returns, dtype=np.float64)
+    if r.ndim != 2 or r.shape[0] <= seed_days or not np.isfinite(r).all():
+        raise ValueError(
+            f"log_returns must be a finite (days x underlyings) array longer than {seed_days} days"
+        )
+    var = np.empty_like(r)
+    v = r[:seed_days].var(axis=0) + 1e-18
+    for t in range(r.shape[0]):
+        var[t] = v
+        v = decay * v + (1.0 - decay) * r[t] ** 2
+    sigma_t = np.sqrt(var[seed_days:])
+    now = np.sqrt(v) if current_vol is None else np.asarray(current_vol, dtype=np.float64)
+    moves = np.expm1(r[seed_days:] / sigma_t * now)
+    return tuple(tuple(float(x) for x in row) for row in moves)
 
 
 def linear_coefficients(table: InstrumentTable, mark: FloatArray) -> FloatArray:

@@ -268,7 +268,6 @@ def log_evaluation(
                 model_runs[model] = child.info.run_id
                 hyper = {f"hp_{k}": str(v) for k, v in fitted.get_params(deep=False).items()}
                 mlflow.log_params({**common, **hyper, "model": model})
-                mlflow.log_input(dataset, context="evaluation")
                 metrics = _metrics_for(result.details, model)
                 metrics["n_fallbacks"] = float(len(result.walk.fallbacks[model]))
                 metrics["walkforward_seconds"] = float(result.walk.seconds[model])

@@ -90,7 +90,11 @@ def update_parameters(
     """
     cfg = _config(config_file, data_dir, symbols, out_dir)
     day = None if as_of is None else dt.date.fromisoformat(as_of)
-    outcome = _update(cfg, day)
+    if cfg.dask.address:  # the tasks go to the configured cluster (a subflow with its runner)
+        runner = task_runner(cfg.dask.address, cfg.run.max_workers)
+        outcome = update_parameters_for_config.with_options(task_runner=runner)(cfg, day)
+    else:
+        outcome = _update(cfg, day)
     return {
         "as_of": outcome.as_of,
         "champion": outcome.champion,

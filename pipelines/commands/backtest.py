@@ -45,13 +45,14 @@ def _parse_day(value: str, name: str) -> dt.date:
 
 def _forecasts_from_models(
     panel: pd.DataFrame, models: list[str], first: dt.date, last: dt.date, horizon: int
-) -> dict[str, pd.Series]:
+) -> tuple[dict[str, pd.Series], dict[str, int]]:
+    """Out-of-sample forecasts of ``models`` and the number of failed fits per model."""
     import warnings
 
     import pandas as pd
 
     from models.registry import make_model
-    from models.walkforward import WalkForwardConfig, walk_forward
+    from models.walkforward import WalkForwardConfig, count_fallbacks, walk_forward
 
     config = WalkForwardConfig(
         start=pd.Timestamp(first, tz="UTC"), end=pd.Timestamp(last, tz="UTC"), horizons=(horizon,)
@@ -59,7 +60,7 @@ def _forecasts_from_models(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = walk_forward(panel, {m: make_model(m) for m in models}, config)
-    return {m: result.forecasts[(m, horizon)] for m in models}
+    return {m: result.forecasts[(m, horizon)] for m in models}, count_fallbacks(result)
 
 
 def _read_forecasts(path: Path, models: list[str] | None) -> dict[str, pd.Series]:
@@ -350,12 +351,13 @@ def backtest_command(
         panel = build_daily_panel(history, wanted)
     warmup = validation_days + config.min_residuals + 30
     fc_first = first - dt.timedelta(days=warmup)
+    failed_fits: dict[str, int] | None = None
     if forecasts is not None:
         variances = _read_forecasts(forecasts, names)
     else:
         chosen = names or list(MODEL_NAMES)
         with console.status(f"walk-forward forecasts of {len(chosen)} models from {fc_first}"):
-            variances = _forecasts_from_models(panel, chosen, fc_first, last, horizon)
+            variances, failed_fits = _forecasts_from_models(panel, chosen, fc_first, last, horizon)
     out.mkdir(parents=True, exist_ok=True)
     if forecasts is None:
         _write_forecasts(variances, out / "forecasts.parquet")
@@ -390,9 +392,16 @@ def backtest_command(
         )
         for m, v in variances.items()
     }
+    fits = (
+        "failed fits (previous fit or EWMA used): "
+        + ", ".join(f"{m} {n}" for m, n in failed_fits.items())
+        if failed_fits is not None
+        else f"failed fits: not recorded in {forecasts}"
+    )
     fallbacks = (
         f"{nonpositive} non-positive forecasts; missing forecast days in the window: "
         + ", ".join(f"{m} {n}" for m, n in missing.items())
+        + f"; {fits}"
     )
     command = f"xmargin backtest --data-dir {data_dir} --start {first} --end {last} --out {out}"
     for flag, value in (

@@ -146,3 +146,15 @@ def test_default_mirror(tmp_path: Path) -> None:
     (tmp_path / "shared" / "data").mkdir(parents=True)
     (tmp_path / "proj").mkdir()
     assert default_mirror(tmp_path / "proj") == (tmp_path / "shared" / "data").resolve()
+
+
+def test_read_only_mirror_gets_no_cache(mirror: Path) -> None:
+    # The shared mirror is published read-only; even a process that could write (root) must
+    # leave it exactly as it is.
+    mirror.chmod(0o555)
+    try:
+        history = load_market_history(mirror, symbols=["BTC"])
+        assert not history.spot["BTC"].empty
+        assert not (mirror / cache_mod.CACHE_DIR).exists()
+    finally:
+        mirror.chmod(0o755)

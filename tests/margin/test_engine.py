@@ -221,3 +221,12 @@ def test_result_frame_has_named_columns() -> None:
     assert frame.loc["b", "im"] == 0.0
     assert frame.loc["b", "equity"] == 10.0
     assert not frame.loc["b", "liquidatable"]
+
+
+def test_empty_books_and_collateral_only_accounts() -> None:
+    book = make_book([("a", "BTC-PERP", 1.0)])
+    empty = compute_margin(book.select_accounts(np.array([], dtype=np.intp)), Methodology())
+    assert len(empty) == 0 and empty.im.shape == (0,)
+    only_cash = compute_margin(make_book([], [("x", "USD", 5.0)]), Methodology())
+    assert only_cash.im.tolist() == [0.0] and only_cash.equity.tolist() == [5.0]
+    assert only_cash.margin_ratio.tolist() == [0.0] and not only_cash.liquidatable[0]

@@ -81,3 +81,58 @@ def test_risk_arrays_full_revaluation() -> None:
     zero = np.flatnonzero((scen.spot_moves == 0) & (scen.vol_mode == 0))[0]
     np.testing.assert_array_equal(r[:, zero], 0.0)
     assert risk.n_scenarios == 70 and len(risk.labels) == 70
+
+
+def test_filtered_historical_moves_rescale_by_volatility() -> None:
+    from margin.scenarios import filtered_historical_moves
+
+    rng = np.random.default_rng(3)
+    calm = rng.normal(0.0, 0.01, (200, 2))
+    wild = rng.normal(0.0, 0.05, (200, 2))
+    r = np.vstack([calm, wild])
+    moves = np.asarray(filtered_historical_moves(r, current_vol=[0.02, 0.02]))
+    assert moves.shape == (380, 2)
+    # standardized by their own regime's vol, both halves come out near the current 2 %
+    z_calm = np.log1p(moves[100:180]).std(axis=0)
+    z_wild = np.log1p(moves[300:]).std(axis=0)
+    np.testing.assert_allclose(z_calm, 0.02, rtol=0.25)
+    np.testing.assert_allclose(z_wild, 0.02, rtol=0.25)
+    # the first move is the first post-seed return scaled by the seed sample vol (by hand)
+    v = r[:20].var(axis=0)
+    for t in range(20):
+        v = 0.94 * v + 0.06 * r[t] ** 2
+    np.testing.assert_allclose(moves[0], np.expm1(r[20] / np.sqrt(v) * 0.02))
+    # no look-ahead: truncating the future leaves the earlier moves unchanged
+    short = np.asarray(filtered_historical_moves(r[:300], current_vol=[0.02, 0.02]))
+    np.testing.assert_array_equal(short, moves[:280])
+    with pytest.raises(ValueError, match="finite"):
+        filtered_historical_moves(r[:10])
+
+
+def test_joint_offsets_from_real_btc_eth_history(shared_data_dir: object) -> None:
+    import pandas as pd
+
+    from margin.engine import compute_margin
+    from margin.scenarios import filtered_historical_moves
+
+    closes = {}
+    for sym in ("BTC", "ETH"):
+        frame = pd.read_csv(f"{shared_data_dir}/binance_spot_1h/{sym}USDT_1h.csv.gz")
+        frame["day"] = frame["timestamp"].str[:10]
+        closes[sym] = frame.groupby("day")["close"].last()
+    daily = pd.DataFrame(closes).dropna().loc["2023-01-01":"2024-12-31"]
+    r = np.diff(np.log(daily.to_numpy()), axis=0)
+    moves = filtered_historical_moves(r)
+    m = Methodology(
+        offsets={
+            "mode": "joint",
+            "underlyings": ("BTC", "ETH"),
+            "joint_moves": moves,
+            "confidence": 0.99,
+        }
+    )
+    # long BTC / short ETH of equal notional: BTC and ETH co-move, so the pair offsets
+    book = make_book([("a", "BTC-PERP", 2.0), ("a", "ETH-PERP", -40.0)])
+    res = compute_margin(book, m)
+    assert res.standalone_sum[0] == pytest.approx(32_000.0)
+    assert 0.2 * 32_000 < res.scenario_part[0] < 32_000.0

@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 from vol_sim import simulate_panel
 
+from models.combo import ComboForecaster
 from models.evaluation import evaluate
+from models.registry import make_model
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +23,12 @@ def small_eval() -> tuple[pd.DataFrame, object]:
         panel,
         "2022-03-01",
         "2022-05-10",
-        models=("ewma", "garch", "har", "combo"),
+        models={
+            "ewma": make_model("ewma"),
+            "garch": make_model("garch"),
+            "har": make_model("har"),
+            "combo": ComboForecaster(members=("ewma", "har")),
+        },
         validation_days=60,
         refit_every=35,
         mcs_reps=100,
