@@ -21,7 +21,6 @@ from arch import arch_model
 from models.base import BaseForecaster, ewma_variance
 
 PCT2 = 1e4  # percent² → decimal²
-SHOCK_CAP = 6.0  # truncation of simulated standardized EGARCH shocks
 
 
 def _pct_returns(group: pd.DataFrame) -> pd.Series:
@@ -68,6 +67,8 @@ class GARCHForecaster(BaseForecaster):
             dict(getattr(self, "params_", {})) if self.warm_start else {}
         )
         params: dict[str, np.ndarray | None] = {}
+        resid_before = dict(getattr(self, "std_resid_", {}))
+        std_resid: dict[str, np.ndarray] = {}
         for symbol, g in panel.groupby(level="symbol", sort=False):
             sym = str(symbol)
             last = g.index.get_level_values("date")[-1]
@@ -83,8 +84,11 @@ class GARCHForecaster(BaseForecaster):
                 if res.convergence_flag != 0 or not np.all(np.isfinite(p)):
                     raise ValueError(f"optimizer flag {res.convergence_flag}")
                 params[sym] = p
+                std_resid[sym] = np.asarray(res.std_resid.dropna(), dtype=float)
             except (ValueError, np.linalg.LinAlgError, RuntimeError) as exc:
                 params[sym] = prev
+                if sym in resid_before:
+                    std_resid[sym] = resid_before[sym]
                 action = (
                     "kept the previous parameters"
                     if prev is not None
@@ -92,6 +96,7 @@ class GARCHForecaster(BaseForecaster):
                 )
                 self._record_fallback(sym, last, str(exc), action)
         self.params_ = params
+        self.std_resid_ = std_resid
 
     def _forecast(self, panel: pd.DataFrame, horizon: int, start: pd.Timestamp | None) -> pd.Series:
         parts: list[pd.Series] = []
@@ -104,7 +109,7 @@ class GARCHForecaster(BaseForecaster):
             if p is None:
                 values = horizon * ewma_variance(g["ret"].to_numpy())[first:]
             else:
-                values = self._filter(_pct_returns(g), p, horizon, first) / PCT2
+                values = self._filter(_pct_returns(g), p, horizon, first, str(symbol)) / PCT2
             parts.append(pd.Series(values, index=g.index[first:]))
         if not parts:
             return pd.Series(dtype=float, index=panel.index[:0])
@@ -130,7 +135,9 @@ class GARCHForecaster(BaseForecaster):
         process.compute_variance(params[1:-1], resids, sigma2, backcast, bounds)
         return sigma2[1:]
 
-    def _filter(self, r: pd.Series, params: np.ndarray, horizon: int, first: int) -> np.ndarray:
+    def _filter(
+        self, r: pd.Series, params: np.ndarray, horizon: int, first: int, symbol: str = ""
+    ) -> np.ndarray:
         """Percent² h-day variance at each origin ``first …`` with fixed parameters.
 
         Multi-step GARCH/GJR forecasts follow ``E[s2(t+k)] = omega + phi E[s2(t+k-1)]`` with
@@ -165,16 +172,21 @@ class EGARCHForecaster(GARCHForecaster):
 
     :math:`\ln\sigma^2_t = \omega + \alpha(|e_{t-1}| - \sqrt{2/\pi}) + \gamma e_{t-1}
     + \beta\ln\sigma^2_{t-1}` as in ``arch``. One-day forecasts are analytic; longer
-    horizons average ``simulations`` paths of standardized Student-t shocks drawn once from
-    ``seed``, truncated at ±6 (the mean of the exponential of a Student-t shock is
-    infinite, so untruncated paths occasionally explode) and shared by every origin.
+    horizons average ``simulations`` paths of standard normal shocks drawn once from
+    ``seed`` and shared by every origin (the recursion centres ``|e|`` on the normal's
+    ``sqrt(2/pi)``). Student-t or bootstrapped shocks are unusable for the mean of the
+    simulated variance: ``E[exp(alpha |e|)]`` is infinite under a Student-t, and with the
+    very heavy fitted tails here (DOGE: nu ≈ 2.3, alpha ≈ 0.8) both explode by orders of
+    magnitude.
     """
 
     name = "egarch"
     vol = "EGARCH"
     o = 1
 
-    def _filter(self, r: pd.Series, params: np.ndarray, horizon: int, first: int) -> np.ndarray:
+    def _filter(
+        self, r: pd.Series, params: np.ndarray, horizon: int, first: int, symbol: str = ""
+    ) -> np.ndarray:
         one_day = self._one_step(r, params)[first:]
         if horizon == 1:
             return one_day

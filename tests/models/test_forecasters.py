@@ -94,7 +94,8 @@ def test_garch_family_filter_matches_arch_fixed_forecasts(
             .variance.sum(axis=1)
             .to_numpy()
         )
-        np.testing.assert_allclose(mine, ref, rtol=0.03 if simulate else 1e-10)
+        # EGARCH h > 1: both resample standardized residuals (ours: the training window).
+        np.testing.assert_allclose(mine, ref, rtol=0.06 if simulate else 1e-10)
 
 
 def test_forward_variance_sums_the_next_h_days(sim_panel: pd.DataFrame) -> None:
