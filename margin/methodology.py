@@ -27,8 +27,9 @@ class _Frozen(BaseModel):
 class ScenarioConfig(_Frozen):
     """Scenario grid of one underlying.
 
-    The standard grid is ``2 * n_price_steps + 1`` evenly spaced spot moves in
-    ``[-price_range, +price_range]`` crossed with vol up / unchanged / down (weight 1), plus
+    The standard grid is ``2 * n_price_steps + 1`` spot moves, ``n_price_steps`` evenly spaced
+    on each side of 0 in ``[-range_down, +range_up]``, crossed with vol up / unchanged / down
+    (weight 1), plus
     tail moves (vol up, weight ``tail_weights``: the P&L is multiplied by the weight,
     "dampening"). Option vol shocks scale with expiry::
 
@@ -36,9 +37,19 @@ class ScenarioConfig(_Frozen):
         power = short_term_power if DTE < 30 else long_term_power
         vol_up = max(vol * (1 + vol_up * mult), min_vol_up)
         vol_down = max(vol * (1 - vol_down * mult), min_vol)
+
+    The grid is symmetric (``range_down = range_up = price_range``) unless
+    ``price_range_down`` / ``price_range_up`` set a side on its own, e.g. a long scan range
+    (the fall a long must survive) below the short one (the rise a short must survive).
     """
 
     price_range: float = Field(0.16, gt=0.0, lt=1.0, description="decimal spot scan range")
+    price_range_down: float | None = Field(
+        None, gt=0.0, lt=1.0, description="decimal down-move scan range (default price_range)"
+    )
+    price_range_up: float | None = Field(
+        None, gt=0.0, lt=10.0, description="decimal up-move scan range (default price_range)"
+    )
     n_price_steps: int = Field(4, ge=1, le=20, description="price points per side")
     vol_up: float = Field(0.5, ge=0.0, description="relative vol shock up at 30 DTE")
     vol_down: float = Field(0.25, ge=0.0, lt=1.0, description="relative vol shock down at 30 DTE")
@@ -60,12 +71,33 @@ class ScenarioConfig(_Frozen):
             raise ValueError("tail_weights must lie in [0, 1]")
         return self
 
+    @property
+    def range_down(self) -> float:
+        """Largest down-move of the standard grid (decimal, positive)."""
+        return self.price_range if self.price_range_down is None else self.price_range_down
+
+    @property
+    def range_up(self) -> float:
+        """Largest up-move of the standard grid (decimal)."""
+        return self.price_range if self.price_range_up is None else self.price_range_up
+
+    @property
+    def is_symmetric(self) -> bool:
+        """True when both sides of the standard grid span ``price_range``."""
+        return self.range_down == self.price_range and self.range_up == self.price_range
+
     def scaled(self, factor: float) -> ScenarioConfig:
-        """Same grid with every spot move (scan range and tails) multiplied by ``factor``."""
+        """Same grid with every spot move (scan ranges and tails) multiplied by ``factor``."""
         tails = tuple(max(m * factor, -0.99) for m in self.tail_moves)
-        return self.model_copy(
-            update={"price_range": min(self.price_range * factor, 0.99), "tail_moves": tails}
-        )
+        update: dict[str, object] = {
+            "price_range": min(self.price_range * factor, 0.99),
+            "tail_moves": tails,
+        }
+        if self.price_range_down is not None:
+            update["price_range_down"] = min(self.price_range_down * factor, 0.99)
+        if self.price_range_up is not None:
+            update["price_range_up"] = min(self.price_range_up * factor, 9.99)
+        return self.model_copy(update=update)
 
 
 class AddOnConfig(_Frozen):

@@ -62,8 +62,17 @@ class ScenarioSet:
 
 
 def scenario_set(config: ScenarioConfig, underlying: str) -> ScenarioSet:
-    """Standard grid (price points x vol up/same/down) followed by the weighted tail moves."""
-    grid = np.linspace(-config.price_range, config.price_range, 2 * config.n_price_steps + 1)
+    """Standard grid (price points x vol up/same/down) followed by the weighted tail moves.
+
+    The price points are ``n_price_steps`` even steps down to ``-range_down``, 0, and
+    ``n_price_steps`` even steps up to ``+range_up`` (one ``linspace`` when symmetric).
+    """
+    n = config.n_price_steps
+    if config.is_symmetric:
+        grid = np.linspace(-config.price_range, config.price_range, 2 * n + 1)
+    else:
+        down = np.linspace(-config.range_down, 0.0, n + 1)
+        grid = np.concatenate([down, np.linspace(0.0, config.range_up, n + 1)[1:]])
     moves = np.repeat(grid, 3)
     modes = np.tile([VOL_UP, VOL_NONE, VOL_DOWN], grid.size)
     weights = np.ones(moves.size)

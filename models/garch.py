@@ -172,12 +172,11 @@ class EGARCHForecaster(GARCHForecaster):
 
     :math:`\ln\sigma^2_t = \omega + \alpha(|e_{t-1}| - \sqrt{2/\pi}) + \gamma e_{t-1}
     + \beta\ln\sigma^2_{t-1}` as in ``arch``. One-day forecasts are analytic; longer
-    horizons average ``simulations`` paths of standard normal shocks drawn once from
-    ``seed`` and shared by every origin (the recursion centres ``|e|`` on the normal's
-    ``sqrt(2/pi)``). Student-t or bootstrapped shocks are unusable for the mean of the
-    simulated variance: ``E[exp(alpha |e|)]`` is infinite under a Student-t, and with the
-    very heavy fitted tails here (DOGE: nu ≈ 2.3, alpha ≈ 0.8) both explode by orders of
-    magnitude.
+    horizons average ``simulations`` paths whose shocks are resampled (with a fixed seed,
+    common to every origin) from the standardized residuals of the training window:
+    filtered historical simulation, as arch's ``method="bootstrap"``. Student-t draws are
+    unusable for the mean of the simulated variance because ``E[exp(alpha |e|)]`` is
+    infinite under a Student-t, and the fitted tails here are very heavy (DOGE: nu ≈ 2.3).
     """
 
     name = "egarch"
@@ -192,7 +191,10 @@ class EGARCHForecaster(GARCHForecaster):
             return one_day
         _, omega, alpha, gamma, beta, nu = (float(x) for x in params)
         rng = np.random.default_rng(self.seed)
-        shocks = rng.standard_t(nu, size=(self.simulations, horizon - 1)) * np.sqrt((nu - 2.0) / nu)
+        pool = self.std_resid_.get(symbol)
+        if pool is None or pool.size < 30:
+            pool = rng.standard_t(nu, size=1000) * np.sqrt((nu - 2.0) / nu)
+        shocks = rng.choice(pool, size=(self.simulations, horizon - 1), replace=True)
         log_var = np.repeat(np.log(one_day)[:, None], self.simulations, axis=1)
         total = one_day.copy()
         norm = np.sqrt(2.0 / np.pi)

@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from rich import box
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -28,7 +29,8 @@ def _pct(value: float) -> str:
 
 
 def _range(long: float, short: float) -> str:
-    return f"-{_pct(long)} / +{_pct(short)}"
+    """Down-move / up-move in percent of price, e.g. ``-5.45 / +6.58``."""
+    return f"-{100.0 * long:.2f} / +{100.0 * short:.2f}"
 
 
 def _im_change(params: ParameterSet, symbol: str, previous: ParameterSet | None) -> str:
@@ -65,9 +67,12 @@ def summary_table(params: ParameterSet, previous: ParameterSet | None = None) ->
         f"(horizon {params.horizon_days} d, IM {params.im_confidence:.1%}, "
         f"MM {params.mm_confidence:.1%})",
         title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
     )
-    for column in ("symbol", "champion", "σ̂", "IM scan", "MM scan", "IM change", "zone"):
-        table.add_column(column, justify="left" if column in ("symbol", "champion") else "right")
+    for column in ("symbol", "champion", "σ̂", "IM scan %", "MM scan %", "IM change", "zone"):
+        left = column in ("symbol", "champion")
+        table.add_column(column, justify="left" if left else "right", no_wrap=True)
     for symbol in sorted(params.underlyings):
         p = params.underlyings[symbol]
         model = p.model + (f" ({p.fallback.source})" if p.fallback.used else "")

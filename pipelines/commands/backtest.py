@@ -8,6 +8,9 @@ Writes to ``--out``:
 * ``backtest_validation.csv`` — the rows the champion was chosen on;
 * ``apc_comparison.csv`` — the champion with anti-procyclicality off and on, side by side;
 * ``apc_variants.csv`` — the champion's IM per anti-procyclicality tool, pooled;
+* ``portfolio_backtest.csv`` — the five engine portfolios (basis, pair, short strangle, long
+  straddle, covered call) margined with the champion's parameter path, against their realized
+  P&L (``--no-portfolios`` skips it); ``portfolio_daily.csv`` — their daily IM, MM and P&L;
 * ``backtest_report.md`` — the results tables in Markdown (also written into ``--docs``);
 * ``forecasts.parquet`` — the model forecasts used (reusable with ``--forecasts``);
 * charts (PNG): margin vs realized moves with breaches per symbol, APC on vs off.
@@ -220,6 +223,65 @@ def report_markdown(
     return "\n".join(lines)
 
 
+def portfolio_markdown(summary: pd.DataFrame, skew: str, first: dt.date, last: dt.date) -> str:
+    """The Markdown results of the portfolio backtest (IM and MM rows per portfolio)."""
+    cols = [
+        "portfolio",
+        "level",
+        "n",
+        "breaches",
+        "expected_rate",
+        "kupiec_p",
+        "christoffersen_cc_p",
+        "zone",
+        "avg_margin_frac",
+        "max_loss_to_margin",
+    ]
+    return "\n".join(
+        [
+            "### Portfolio backtest through the engine (champion parameter path)",
+            "",
+            f"Margin dates {first} → {last}; implied vol = DVOL × skew shape of {skew}; "
+            "`avg_margin_frac` is margin / gross notional.",
+            "",
+            _md_table(summary[cols]),
+            "",
+        ]
+    )
+
+
+def _portfolio_run(
+    data_dir: Path, result: BacktestResult, first: dt.date, last: dt.date, horizon: int
+) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """Summary, daily rows and skew label of the portfolio backtest on the champion's path."""
+    from features.history import load_market_history
+    from margin.portfolio_backtest import (
+        PortfolioBacktestConfig,
+        SkewShape,
+        daily_market,
+        load_snapshot_skew,
+        portfolio_backtest,
+    )
+
+    config = PortfolioBacktestConfig(horizon_days=horizon)
+    symbols = config.symbols
+    missing = [s for s in symbols if (result.champion, s) not in result.margins]
+    if missing:
+        raise BacktestInputError(
+            f"the portfolio backtest needs {', '.join(symbols)} in --symbols "
+            f"(missing {', '.join(missing)}); use --no-portfolios to skip it"
+        )
+    history = load_market_history(data_dir, list(symbols), end=f"{last.isoformat()}T23:59:59Z")
+    market = daily_market(history, symbols)
+    snapshots = sorted(
+        (data_dir / "deribit_options_snapshots").glob(f"{config.option_underlying}_options_*.csv*")
+    )
+    skew = load_snapshot_skew(snapshots[-1], config.tenor_days) if snapshots else SkewShape.flat()
+    scans = {s: result.margins[(result.champion, s)] for s in symbols}
+    run = portfolio_backtest(market, scans, first, last, skew, config)
+    return run.summary, run.daily, run.skew
+
+
 def _write_docs(path: Path, section: str) -> None:
     from margin.params import atomic_write_bytes
 
@@ -323,6 +385,13 @@ def backtest_command(
     docs: Annotated[
         Path | None, typer.Option("--docs", help="Markdown file whose results section to rewrite.")
     ] = None,
+    portfolios: Annotated[
+        bool,
+        typer.Option(
+            "--portfolios/--no-portfolios",
+            help="Also backtest five option/perp portfolios through the margin engine.",
+        ),
+    ] = True,
 ) -> None:
     """Walk-forward backtest of margin parameters for every model, static and champion."""
     first, last = _parse_day(start, "start"), _parse_day(end, "end")
@@ -412,7 +481,15 @@ def backtest_command(
     ):
         if value is not None:
             command += f" {flag} {value}"
+    if not portfolios:
+        command += " --no-portfolios"
     section = report_markdown(result, comparison, command, fallbacks, by_variant)
+    if portfolios:
+        with console.status("portfolio backtest through the engine"):
+            p_summary, p_daily, skew = _portfolio_run(data_dir, result, first, last, horizon)
+        _csv(p_summary, out / "portfolio_backtest.csv")
+        _csv(p_daily, out / "portfolio_daily.csv")
+        section += "\n" + portfolio_markdown(p_summary, skew, first, last)
     (out / "backtest_report.md").write_text(section + "\n", encoding="utf-8")
     if docs is not None:
         _write_docs(docs, section)

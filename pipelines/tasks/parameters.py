@@ -122,9 +122,10 @@ def calibrate(
                 event.raw,
                 event.bounded,
             )
-    returns = panel["ret"].unstack("symbol")[symbols]
-    returns = returns[returns.index <= cutoff]
-    offsets = calibrate_offsets(returns, cal)
+    offsets = None  # one underlying: nothing to offset
+    if len(symbols) > 1:
+        returns = panel["ret"].unstack("symbol")[symbols]
+        offsets = calibrate_offsets(returns[returns.index <= cutoff], cal)
     draft = ParameterSet(
         as_of=day,
         effective_from=utc_midnight_after(day),

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from margin.backtest import SUMMARY_COLUMNS
+from margin.portfolio_backtest import PORTFOLIO_COLUMNS, PORTFOLIOS
 from pipelines.cli import app
 
 
@@ -38,13 +39,18 @@ def test_backtest_command_writes_summary_and_charts(shared_data_dir: Path, tmp_p
     text = docs.read_text()
     assert text.startswith("# Backtests\n\nintro") and text.endswith("trailer\n")
     assert "old" not in text and "Champion IM (99%)" in text
+    portfolios = pd.read_csv(out / "portfolio_backtest.csv")
+    assert tuple(portfolios.columns) == PORTFOLIO_COLUMNS
+    assert set(portfolios["portfolio"]) == set(PORTFOLIOS)
+    assert (portfolios["n"] == 183).all()
+    assert "Portfolio backtest through the engine" in text
 
     # The saved forecasts reproduce the same summary byte for byte.
     again = tmp_path / "again"
     rerun = CliRunner().invoke(
         app,
         [*args[:7], "--out", str(again), "--symbols", "BTC,ETH", "--validation-days", "180",
-         "--forecasts", str(out / "forecasts.parquet")],
+         "--forecasts", str(out / "forecasts.parquet"), "--no-portfolios"],
     )  # fmt: skip
     assert rerun.exit_code == 0, rerun.output
     assert (again / "backtest_summary.csv").read_bytes() == (

@@ -22,7 +22,7 @@ def test_rows_show_champion_ranges_change_and_zone(make_params: ParamsFactory) -
     text = _render(summary_table(make_params(1.1), previous=make_params(1.0)))
     btc = next(line for line in text.splitlines() if "BTC" in line)
     assert "har" in btc and "2.50%" in btc
-    assert "-6.60% / +7.26%" in btc  # IM long / short
+    assert "-6.60 / +7.26" in btc  # IM long / short
     assert "+10.0%" in btc  # IM change against the previous file
     assert "yellow" in btc
     eth = next(line for line in text.splitlines() if "ETH" in line)

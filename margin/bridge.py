@@ -1,0 +1,150 @@
+"""From a published parameter set to the engine's methodology (no calibration, a translation).
+
+Per underlying of the book, :func:`methodology_from_parameters` maps the file's
+:class:`~margin.parameters.RiskParameters` onto a :class:`~margin.methodology.ScenarioConfig`:
+
+* **asymmetric scan grid** — down-moves to ``-scan_im.long`` (the fall a long must survive),
+  up-moves to ``+scan_im.short`` (the rise a short must survive);
+* **tails** — the file's tail moves; each weight is capped by the linear-equivalent rule *of its
+  side* (``weight <= scan_im.long / |move|`` for falls, ``scan_im.short / move`` for rises), so
+  a linear position is charged exactly its side's IM scan range and only convexity pays for the
+  tails (the file's weights use the larger range of the two sides);
+* **vol shocks** — up / down, short- and long-DTE powers, DTE floor and minimum shocked vol;
+* **collateral** — MM haircut values coin collateral, the IM excess is an IM add-on;
+* **offsets** — the stressed correlations with the file's offset cap (EMIR Art. 27), when the
+  book holds more than one underlying and the file carries correlations.
+
+MM approximation: the engine applies one MM loss factor to the scenario part. It is set to the
+largest ``scan_mm / scan_im`` ratio over the book's underlyings and both sides, so MM is never
+below what the MM scan ranges alone would charge on a linear position (conservative for the
+underlyings and sides whose ratio is smaller). Perpetual IMF/MMF and the square-root size
+add-on of the file are a stand-alone (non-portfolio) regime and are not used here; the engine's
+own add-ons come from ``addons``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from margin.methodology import AddOnConfig, Methodology, OffsetConfig, ScenarioConfig
+from margin.parameters import ParameterSet, RiskParameters, TailMove, VolShock
+
+__all__ = [
+    "MissingParametersError",
+    "methodology_from_parameters",
+    "scan_grid",
+    "scenario_config_from",
+]
+
+#: Largest down-move the engine's grid accepts (prices stay positive).
+MAX_DOWN = 0.99
+MAX_UP = 9.99
+
+
+class MissingParametersError(ValueError):
+    """The book holds an underlying the parameter set does not cover."""
+
+
+def scan_grid(
+    scan_long: float,
+    scan_short: float,
+    vol_shock: VolShock,
+    tails: Sequence[TailMove],
+    n_price_steps: int = 4,
+) -> ScenarioConfig:
+    """An asymmetric scenario grid from IM scan ranges per side, vol shocks and tail moves.
+
+    Down-moves reach ``-scan_long``, up-moves ``+scan_short`` (decimal fractions of price);
+    each tail weight is capped at ``side range / |move|`` (linear-equivalent rule per side).
+    """
+    down = min(scan_long, MAX_DOWN)
+    up = min(scan_short, MAX_UP)
+    weights = tuple(min(t.weight, (down if t.move < 0 else up) / abs(t.move), 1.0) for t in tails)
+    return ScenarioConfig(
+        price_range=min(max(down, up), MAX_DOWN),
+        price_range_down=down,
+        price_range_up=up,
+        n_price_steps=n_price_steps,
+        vol_up=vol_shock.up,
+        vol_down=vol_shock.down,
+        short_term_power=vol_shock.power_short_dte,
+        long_term_power=vol_shock.power_long_dte,
+        dte_floor_days=vol_shock.dte_floor_days,
+        min_vol=vol_shock.min_shocked_vol,
+        tail_moves=tuple(t.move for t in tails),
+        tail_weights=weights,
+    )
+
+
+def scenario_config_from(p: RiskParameters, n_price_steps: int = 4) -> ScenarioConfig:
+    """The scenario grid of one underlying from its IM scan ranges, vol shocks and tails."""
+    return scan_grid(p.scan_im.long, p.scan_im.short, p.vol_shock, p.tails, n_price_steps)
+
+
+def methodology_from_parameters(
+    params: ParameterSet,
+    underlyings: Sequence[str],
+    *,
+    addons: AddOnConfig | None = None,
+    n_price_steps: int = 4,
+    settlement_precision: float = 0.01,
+) -> Methodology:
+    """The engine methodology a parameter set prescribes for a book's underlyings.
+
+    Parameters
+    ----------
+    params : ParameterSet
+        A verified parameter file's content (``margin.params.load(path, verify=True)``).
+    underlyings : sequence of str
+        The book's underlyings (``book.market.underlyings``), e.g. ``("BTC", "ETH")``.
+    addons : AddOnConfig, optional
+        Engine add-ons (minimum delta charge, perp and short-option contingencies, oracle and
+        concentration add-ons); default ``AddOnConfig()``.
+    n_price_steps : int
+        Price points per side of the scan grid.
+    settlement_precision : float
+        USD precision requirements are rounded up to and collateral down to.
+
+    Returns
+    -------
+    Methodology
+        IM loss factor 1 on the IM scan grid; MM loss factor the largest MM/IM scan-range
+        ratio (see the module docstring).
+
+    Raises
+    ------
+    MissingParametersError
+        (a ``ValueError``) when an underlying of the book has no parameters in the file.
+    """
+    missing = [u for u in underlyings if u not in params.underlyings]
+    if missing:
+        raise MissingParametersError(
+            f"the parameter set as of {params.as_of} has no parameters for underlying "
+            f"{missing[0]!r} of the book (it covers {', '.join(sorted(params.underlyings))})"
+        )
+    chosen = [params.underlyings[u] for u in underlyings]
+    ratios = [
+        getattr(p.scan_mm, side) / getattr(p.scan_im, side)
+        for p in chosen
+        for side in ("long", "short")
+    ]
+    offsets = OffsetConfig(mode="none")
+    if params.offsets is not None and len(underlyings) > 1:
+        matrix = params.offsets.stressed
+        order = [matrix.symbols.index(u) for u in underlyings]
+        offsets = OffsetConfig(
+            mode="correlation",
+            cap=params.offsets.offset_cap,
+            underlyings=tuple(underlyings),
+            correlation=tuple(tuple(matrix.values[i][j] for j in order) for i in order),
+        )
+    return Methodology(
+        scenarios={p.underlying: scenario_config_from(p, n_price_steps) for p in chosen},
+        im_loss_factor=1.0,
+        mm_loss_factor=min(max(ratios, default=1.0), 1.0),
+        addons=addons if addons is not None else AddOnConfig(),
+        offsets=offsets,
+        haircuts_mm={p.underlying: p.haircut.mm for p in chosen},
+        haircuts_im_extra={p.underlying: p.haircut.im - p.haircut.mm for p in chosen},
+        settlement_precision=settlement_precision,
+    )
