@@ -12,19 +12,22 @@ Per underlying of the book, :func:`methodology_from_parameters` maps the file's
 * **vol shocks** — up / down, short- and long-DTE powers, DTE floor and minimum shocked vol;
 * **collateral** — MM haircut values coin collateral, the IM excess is an IM add-on;
 * **offsets** — the stressed correlations with the file's offset cap (EMIR Art. 27), when the
-  book holds more than one underlying and the file carries correlations.
+  book holds more than one underlying and the file carries correlations;
+* **MM** — its own grids (``Methodology.mm_scenarios``) from the MM scan ranges per side, with
+  the same vol shocks and tail moves (weights capped by the MM ranges), loss factors 1; the
+  engine scans the book a second time on them. ``mm="loss_factor"`` instead scales the IM
+  scenario part by the largest ``scan_mm / scan_im`` ratio of the book's underlyings and sides
+  (one scan; exact for that underlying and side, conservative for single-underlying linear
+  positions elsewhere, not a bound in general since offsets are non-linear).
 
-MM approximation: the engine applies one MM loss factor to the scenario part. It is set to the
-largest ``scan_mm / scan_im`` ratio over the book's underlyings and both sides, so MM is never
-below what the MM scan ranges alone would charge on a linear position (conservative for the
-underlyings and sides whose ratio is smaller). Perpetual IMF/MMF and the square-root size
-add-on of the file are a stand-alone (non-portfolio) regime and are not used here; the engine's
-own add-ons come from ``addons``.
+Perpetual IMF/MMF and the square-root size add-on of the file are a stand-alone (non-portfolio)
+regime and are not used here; the engine's own add-ons come from ``addons``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from margin.methodology import AddOnConfig, Methodology, OffsetConfig, ScenarioConfig
 from margin.parameters import ParameterSet, RiskParameters, TailMove, VolShock
@@ -88,6 +91,7 @@ def methodology_from_parameters(
     addons: AddOnConfig | None = None,
     n_price_steps: int = 4,
     settlement_precision: float = 0.01,
+    mm: Literal["scan", "loss_factor"] = "scan",
 ) -> Methodology:
     """The engine methodology a parameter set prescribes for a book's underlyings.
 
@@ -104,12 +108,14 @@ def methodology_from_parameters(
         Price points per side of the scan grid.
     settlement_precision : float
         USD precision requirements are rounded up to and collateral down to.
+    mm : {"scan", "loss_factor"}
+        MM from its own scan grids (exact, two scans) or from the IM scenario part times the
+        largest MM/IM scan-range ratio (one scan).
 
     Returns
     -------
     Methodology
-        IM loss factor 1 on the IM scan grid; MM loss factor the largest MM/IM scan-range
-        ratio (see the module docstring).
+        IM on the IM scan grids with loss factor 1; MM as chosen by ``mm``.
 
     Raises
     ------
@@ -138,10 +144,19 @@ def methodology_from_parameters(
             underlyings=tuple(underlyings),
             correlation=tuple(tuple(matrix.values[i][j] for j in order) for i in order),
         )
+    mm_grids = {}
+    if mm == "scan":
+        mm_grids = {
+            p.underlying: scan_grid(
+                p.scan_mm.long, p.scan_mm.short, p.vol_shock, p.tails, n_price_steps
+            )
+            for p in chosen
+        }
     return Methodology(
         scenarios={p.underlying: scenario_config_from(p, n_price_steps) for p in chosen},
+        mm_scenarios=mm_grids,
         im_loss_factor=1.0,
-        mm_loss_factor=min(max(ratios, default=1.0), 1.0),
+        mm_loss_factor=1.0 if mm == "scan" else min(max(ratios, default=1.0), 1.0),
         addons=addons if addons is not None else AddOnConfig(),
         offsets=offsets,
         haircuts_mm={p.underlying: p.haircut.mm for p in chosen},

@@ -18,6 +18,7 @@ See ``docs/engine.md``.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -691,8 +692,33 @@ def compute_margin(
         Precision of the option scenario scan (see :func:`prepare`).
 
     Results do not depend on ``chunk_size`` or ``n_threads``: every account's figures are
-    computed from its own row with the same operations in the same order.
+    computed from its own row with the same operations in the same order. With
+    ``methodology.mm_scenarios`` the book is scanned a second time on the MM grids, which give
+    ``mm``, ``margin_ratio`` and ``liquidatable``.
     """
+    mm_methodology = methodology.mm_view()
+    if mm_methodology is not None:
+        base = compute_margin(
+            book,
+            methodology.im_view(),
+            context=context,
+            chunk_size=chunk_size,
+            n_threads=n_threads,
+            scan_precision=scan_precision,
+        )
+        mm_run = compute_margin(
+            book,
+            mm_methodology,
+            chunk_size=chunk_size,
+            n_threads=n_threads,
+            scan_precision=scan_precision,
+        )
+        return dataclasses.replace(
+            base,
+            mm=mm_run.mm,
+            margin_ratio=mm_run.margin_ratio,
+            liquidatable=mm_run.liquidatable,
+        )
     ctx = (
         context
         if context is not None

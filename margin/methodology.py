@@ -186,8 +186,11 @@ class Methodology(_Frozen):
 
     ``scenarios`` maps an underlying to its grid; underlyings not listed use
     ``default_scenarios``. IM = ``im_loss_factor`` x scenario part + IM add-ons;
-    MM = ``mm_loss_factor`` x scenario part + MM add-ons. Requirements are rounded **up** and
-    collateral **down** to ``settlement_precision`` USD (0 disables rounding).
+    MM = ``mm_loss_factor`` x scenario part + MM add-ons. With ``mm_scenarios`` (e.g. the
+    narrower MM scan ranges of a parameter file) the MM scenario part is computed on those
+    grids instead (underlyings not listed keep their IM grid), everything else unchanged.
+    Requirements are rounded **up** and collateral **down** to ``settlement_precision`` USD
+    (0 disables rounding).
     ``haircuts_mm`` values collateral (``price x (1 - haircut)``); ``haircuts_im_extra`` is an
     additional IM add-on on the collateral value. Coin collateral is shocked with its
     underlying in the scenarios when ``collateral_in_scenarios``.
@@ -195,6 +198,7 @@ class Methodology(_Frozen):
 
     scenarios: dict[str, ScenarioConfig] = Field(default_factory=dict)
     default_scenarios: ScenarioConfig = ScenarioConfig()
+    mm_scenarios: dict[str, ScenarioConfig] = Field(default_factory=dict)
     im_loss_factor: float = Field(1.0, gt=0.0)
     mm_loss_factor: float = Field(0.8, gt=0.0)
     addons: AddOnConfig = AddOnConfig()
@@ -224,6 +228,22 @@ class Methodology(_Frozen):
     def with_shock_scale(self, factor: float) -> Methodology:
         """Copy with every spot move (scan ranges and tails) multiplied by ``factor``."""
         scaled = {u: c.scaled(factor) for u, c in self.scenarios.items()}
+        mm_scaled = {u: c.scaled(factor) for u, c in self.mm_scenarios.items()}
         return self.model_copy(
-            update={"scenarios": scaled, "default_scenarios": self.default_scenarios.scaled(factor)}
+            update={
+                "scenarios": scaled,
+                "default_scenarios": self.default_scenarios.scaled(factor),
+                "mm_scenarios": mm_scaled,
+            }
         )
+
+    def im_view(self) -> Methodology:
+        """This methodology without separate MM grids (MM from the IM scenario part)."""
+        return self.model_copy(update={"mm_scenarios": {}}) if self.mm_scenarios else self
+
+    def mm_view(self) -> Methodology | None:
+        """The methodology whose scenario part is the MM one (``None`` without MM grids)."""
+        if not self.mm_scenarios:
+            return None
+        grids = {**self.scenarios, **self.mm_scenarios}
+        return self.model_copy(update={"scenarios": grids, "mm_scenarios": {}})

@@ -2,14 +2,12 @@
 
 Five portfolios, re-opened every date ``t`` (options rolled at a fixed tenor):
 
-============== =================================================================
-``basis``       long 1 coin spot, short 1 perpetual of the basis underlying (BTC)
-``pair``        long 1 BTC perpetual, short ``S_BTC / S_ETH`` ETH perpetuals (dollar neutral)
-``short_strangle`` short 1 call and 1 put at log-moneyness ``±strangle_width``, delta-hedged
-                with the option underlying's perpetual at t
-``long_straddle``  long 1 call and 1 put at the money
-``covered_call``   long 1 coin spot, short 1 call at log-moneyness ``+call_moneyness``
-============== =================================================================
+* ``basis`` — long 1 coin spot, short 1 perpetual of the basis underlying (BTC);
+* ``pair`` — long 1 BTC perpetual, short ``S_BTC / S_ETH`` ETH perpetuals (dollar neutral);
+* ``short_strangle`` — short 1 call and 1 put at log-moneyness ``±strangle_width``,
+  delta-hedged with the option underlying's perpetual at t;
+* ``long_straddle`` — long 1 call and 1 put at the money;
+* ``covered_call`` — long 1 coin spot, short 1 call at log-moneyness ``+call_moneyness``.
 
 Options (option underlying ETH, USD-settled European, Black-76 on the spot index, rate 0) have
 ``tenor_days`` to expiry at t. Implied vol is DVOL (decimal) as the at-the-money level times the
@@ -25,8 +23,10 @@ quantiles of DVOL log changes known at t, the linear-equivalent tail weights of
 :mod:`margin.calibration`, and the stressed BTC/ETH correlation known at t (stress-window days,
 all days while fewer than 20) with the 80% offset cap. The grid is built by
 :func:`margin.bridge.scan_grid`, the same translation the published files go through. All
-dates are margined at once: one book whose accounts are the (portfolio, date) pairs, with one
-underlying per (symbol, date) so each date keeps its own prices and parameters.
+dates are margined by the engine in blocks of ``block_days``: one book per block whose accounts
+are the (portfolio, date) pairs, with one underlying per (symbol, date) so each date keeps its
+own prices, grids and correlation. MM is scanned on the MM scan ranges per side (the bridge's
+``mm_scenarios``); no figure of a date depends on another date.
 
 Realized P&L: full revaluation of every position at t + h with the realized spot, perpetual
 and DVOL. A **breach** is a loss larger than the margin at t; the statistics are those of
@@ -50,7 +50,7 @@ from margin.backtest import christoffersen, kupiec_pof, traffic_light
 from margin.bridge import scan_grid
 from margin.calibration import DEFAULT_TAIL_MOVES, CalibrationConfig, tail_weights, vol_log_changes
 from margin.methodology import AddOnConfig, Methodology, OffsetConfig
-from margin.parameters import VolShock
+from margin.parameters import TailMove, VolShock
 from margin.pricing import black76_greeks, black76_price
 from margin.typing import FloatArray
 
@@ -115,7 +115,7 @@ class PortfolioBacktestConfig(BaseModel):
     option_underlying: str = "ETH"
     vol_shock_min_obs: int = Field(60, ge=10)
     correlation_min_days: int = Field(20, ge=2)
-    block_days: int = Field(64, ge=1, description="dates per engine book (bounds the offsets)")
+    block_days: int = Field(32, ge=1, description="dates per engine book (bounds the offsets)")
     addons: AddOnConfig = AddOnConfig()
     calibration: CalibrationConfig = CalibrationConfig()
 
@@ -258,8 +258,7 @@ class _Leg:
 
 
 def _legs(config: PortfolioBacktestConfig) -> tuple[_Leg, ...]:
-    legs = {(s, k): _Leg(f"{s}-{k.upper()}", k, s) for s in config.symbols for k in ("spot",)}
-    out = [*legs.values()]
+    out = [_Leg(f"{s}-SPOT", "spot", s) for s in config.symbols]
     out += [_Leg(f"{s}-PERP", "linear_perp", s) for s in config.symbols]
     o, w, m = config.option_underlying, config.strangle_width, config.call_moneyness
     out += [
@@ -352,7 +351,7 @@ def realized_pnl(
 # --------------------------------------------------------------------------- engine
 
 
-def _tails(scale: float) -> tuple:  # type: ignore[type-arg]
+def _tails(scale: float) -> tuple[TailMove, ...]:
     return tail_weights(DEFAULT_TAIL_MOVES, scale)
 
 
@@ -445,46 +444,45 @@ def _methodology(
     params: pd.DataFrame,
     config: PortfolioBacktestConfig,
 ) -> Methodology:
+    """Per-(symbol, date) IM and MM grids and per-date correlations (no figure of a date
+    depends on another date of the block)."""
     cal = config.calibration
-    scenarios = {}
-    for j, i in enumerate(idx):
-        for s in config.symbols:
-            long, short = (
-                float(params[f"{s}_IM_long"].iloc[i]),
-                float(params[f"{s}_IM_short"].iloc[i]),
-            )
+    values = {c: params[c].to_numpy(float)[idx] for c in params.columns}
+    scenarios, mm_scenarios = {}, {}
+    for s in config.symbols:
+        longs, shorts = values[f"{s}_IM_long"], values[f"{s}_IM_short"]
+        mm_longs, mm_shorts = values[f"{s}_MM_long"], values[f"{s}_MM_short"]
+        ups, downs = values[f"{s}_vol_up"], values[f"{s}_vol_down"]
+        for j in range(len(idx)):
+            long, short = float(longs[j]), float(shorts[j])
+            tails = _tails(max(long, short))
             shock = VolShock(
-                up=float(params[f"{s}_vol_up"].iloc[i]),
-                down=float(params[f"{s}_vol_down"].iloc[i]),
+                up=float(ups[j]),
+                down=float(downs[j]),
                 power_short_dte=cal.power_short_dte,
                 power_long_dte=cal.power_long_dte,
                 dte_floor_days=cal.dte_floor_days,
                 min_shocked_vol=cal.min_shocked_vol,
             )
-            scenarios[f"{s}{tags[j]}"] = scan_grid(long, short, shock, _tails(max(long, short)))
+            name = f"{s}{tags[j]}"
+            scenarios[name] = scan_grid(long, short, shock, tails)
+            mm_scenarios[name] = scan_grid(float(mm_longs[j]), float(mm_shorts[j]), shock, tails)
     p1, p2 = config.pair
-    names: list[str] = []
-    n = 2 * len(idx)
-    corr = np.eye(n)
-    for j, i in enumerate(idx):
-        names += [f"{p1}{tags[j]}", f"{p2}{tags[j]}"]
-        rho = float(params["correlation"].iloc[i])
-        corr[2 * j, 2 * j + 1] = corr[2 * j + 1, 2 * j] = rho
-    ratios = [
-        float(params[f"{s}_MM_{side}"].iloc[i] / params[f"{s}_IM_{side}"].iloc[i])
-        for i in idx
-        for s in config.symbols
-        for side in ("long", "short")
-    ]
+    n = len(idx)
+    corr = np.eye(2 * n)
+    pairs = np.arange(n)
+    corr[2 * pairs, 2 * pairs + 1] = corr[2 * pairs + 1, 2 * pairs] = values["correlation"]
+    names = np.column_stack([np.char.add(p1, tags), np.char.add(p2, tags)]).ravel()
     return Methodology(
         scenarios=scenarios,
+        mm_scenarios=mm_scenarios,
         im_loss_factor=1.0,
-        mm_loss_factor=min(max(ratios), 1.0),
+        mm_loss_factor=1.0,
         addons=config.addons,
         offsets=OffsetConfig(
             mode="correlation",
             cap=cal.offset_cap,
-            underlyings=tuple(names),
+            underlyings=tuple(str(u) for u in names),
             correlation=tuple(tuple(float(x) for x in row) for row in corr),
         ),
     )

@@ -119,6 +119,9 @@ class WhatIf:
         self._unlisted = [int(i) for i in np.flatnonzero(~listed)]
         corr = ctx.correlation
         self._corr = [[float(corr[a, b]) for b in range(n_und)] for a in range(n_und)]
+        mm_methodology = ctx.methodology.mm_view()
+        # separate MM grids: a second query object whose scenario part gives MM
+        self._mm = None if mm_methodology is None else WhatIf(book, mm_methodology)
 
     def _row(self, account: int | str) -> int:
         return self._row_of[account] if isinstance(account, str) else int(account)
@@ -214,6 +217,8 @@ class WhatIf:
         prec, dec = self._prec, self._decimals
         im_r, mm_r = _round(im, prec, dec, True), _round(mm, prec, dec, True)
         equity = _round(_round(coll, prec, dec, False) + sv[n_und], prec, dec, False)
+        if self._mm is not None:
+            mm_r = self._mm._evaluate(row, idx, qty).mm
         return WhatIfResult(im_r, mm_r, equity, scen, worst, equity < mm_r)
 
     def _naked(self, idx: list[int], qty: list[float]) -> float:

@@ -13,6 +13,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from pipelines.commands import backtest, conformance, data, evaluate, margin, params, run
 
@@ -41,7 +42,7 @@ def main() -> None:
         if os.environ.get("XMARGIN_DEBUG"):
             raise
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        _err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        _err.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib import dates as mdates
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
@@ -67,6 +68,10 @@ class ReportInputs:
 
 
 def _png(fig: Figure) -> bytes:
+    for ax in fig.axes:  # short, non-overlapping date labels on every time axis
+        locator = mdates.AutoDateLocator(maxticks=6)
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     buffer = io.BytesIO()
     # No timestamp metadata: the same data gives the same bytes.
     fig.savefig(buffer, format="png", dpi=80, metadata={"Software": None})
@@ -160,6 +165,8 @@ def margin_chart(margin_path: pd.DataFrame) -> bytes | None:
         im_low = -100.0 * rows["im_long"].to_numpy(dtype=float)
         im_high = 100.0 * rows["im_short"].to_numpy(dtype=float)
         ax.fill_between(dates, im_low, im_high, color="C0", alpha=0.15, label="IM range")
+        ax.plot(dates, im_low, color="C0", lw=0.6)
+        ax.plot(dates, im_high, color="C0", lw=0.6)
         ax.plot(
             dates,
             -100.0 * rows["mm_long"].to_numpy(dtype=float),
@@ -179,7 +186,7 @@ def margin_chart(margin_path: pd.DataFrame) -> bytes | None:
             label=f"IM breach ({int(breach.sum())})",
         )
         ax.set_ylabel(symbol)
-        ax.legend(loc="upper left", fontsize=8, ncol=4)
+        ax.legend(loc="upper left", fontsize=7, ncol=2)
     return _png(fig)
 
 

@@ -148,7 +148,16 @@ def test_round_trip_signed_file_to_engine(real_parameters: ParameterSet, tmp_pat
     assert res.loc["long_eth", "im"] == pytest.approx(
         up(10 * eth * eth_p.scan_im.long + 10 * eth * add.perp_im)
     )
-    ratio = methodology.mm_loss_factor
+    # MM from the MM scan ranges of each side
+    assert res.loc["long_btc", "mm"] == pytest.approx(
+        up(btc * btc_p.scan_mm.long + btc * add.perp_mm)
+    )
+    assert res.loc["short_btc", "mm"] == pytest.approx(
+        up(btc * btc_p.scan_mm.short + btc * add.perp_mm)
+    )
+    # the one-scan approximation: the largest MM/IM ratio times the IM scenario part
+    approx = methodology_from_parameters(loaded, ["BTC", "ETH"], mm="loss_factor")
+    ratio = approx.mm_loss_factor
     assert ratio == pytest.approx(
         max(
             getattr(p.scan_mm, s) / getattr(p.scan_im, s)
@@ -156,16 +165,37 @@ def test_round_trip_signed_file_to_engine(real_parameters: ParameterSet, tmp_pat
             for s in ("long", "short")
         )
     )
-    # MM never below the MM scan range charge
-    assert res.loc["long_btc", "mm"] >= btc * btc_p.scan_mm.long
-    assert res.loc["long_btc", "mm"] == pytest.approx(
+    res_approx = compute_margin(book, approx).to_frame()
+    assert res_approx.loc["long_btc", "mm"] == pytest.approx(
         up(ratio * btc * btc_p.scan_im.long + btc * add.perp_mm)
     )
+    # conservative on one-underlying linear positions (not in general: offsets are non-linear)
+    single = ["long_btc", "short_btc", "long_eth"]
+    assert (res_approx.loc[single, "mm"] >= res.loc[single, "mm"]).all()
+    np.testing.assert_array_equal(res_approx["im"], res["im"])
     # the pair gets a capped correlation offset: below the stand-alone sum, above 20% of it
     pair = res.loc["pair"]
     assert loaded.offsets is not None
     assert pair["scenario_part"] < pair["standalone_sum"]
     assert pair["scenario_part"] >= (1 - loaded.offsets.offset_cap) * pair["standalone_sum"] - 1e-6
+
+
+def test_whatif_and_liquidation_flag_use_the_mm_grids(real_parameters: ParameterSet) -> None:
+    from margin.whatif import WhatIf
+
+    methodology = methodology_from_parameters(real_parameters, ["BTC", "ETH"])
+    book = _book(
+        [("a", "BTC-PERP", 2.0), ("a", "ETH-PERP", -20.0), ("b", "ETH-PERP", 5.0)], 4e4, 2e3
+    )
+    res = compute_margin(book, methodology)
+    whatif = WhatIf(book, methodology)
+    for row in range(book.n_accounts):
+        q = whatif.margin_after(row)
+        assert (q.im, q.mm, q.liquidatable) == (res.im[row], res.mm[row], res.liquidatable[row])
+    alone = compute_margin(book, methodology.mm_view()).mm  # type: ignore[arg-type]
+    np.testing.assert_array_equal(res.mm, alone)
+    np.testing.assert_array_equal(res.im, compute_margin(book, methodology.im_view()).im)
+    assert (res.mm < res.im).all()
 
 
 def test_tail_weights_follow_each_side(real_parameters: ParameterSet) -> None:

@@ -140,6 +140,14 @@ def test_no_look_ahead_by_truncation(market: pd.DataFrame, skew: SkewShape) -> N
     assert last == cut - pd.Timedelta(days=1)
 
 
+def test_margins_do_not_depend_on_how_dates_are_batched(
+    result: PortfolioBacktestResult, market: pd.DataFrame, skew: SkewShape
+) -> None:
+    small = PortfolioBacktestConfig(block_days=5)
+    other = portfolio_backtest(market, _scans(market), START, END, skew, small)
+    pd.testing.assert_frame_equal(other.daily, result.daily)
+
+
 def test_realized_pnl_sums_legs() -> None:
     q = {"A": np.array([1.0, -2.0]), "B": np.array([0.5, 0.0])}
     v0 = {"A": np.array([10.0, 10.0]), "B": np.array([4.0, 4.0])}
