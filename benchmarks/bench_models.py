@@ -77,7 +77,7 @@ def run() -> None:
         f"registry): {t_log:.1f} s",
         f"- **total {total:.1f} s** (target < {TARGET_SECONDS:.0f} s: "
         f"{'met' if total < TARGET_SECONDS else 'NOT met'})",
-        f"- per-model walk-forward seconds (CPU of one process): {per_model}",
+        f"- per-model walk-forward wall seconds inside its worker process: {per_model}",
         "",
         "Measured on a 2-core machine shared with other jobs; timings vary about 2× with load.",
     ]
