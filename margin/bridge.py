@@ -55,7 +55,7 @@ def scan_grid(
     tails: Sequence[TailMove],
     n_price_steps: int = 4,
 ) -> ScenarioConfig:
-    """An asymmetric scenario grid from IM scan ranges per side, vol shocks and tail moves.
+    """An asymmetric scenario grid from scan ranges per side (IM or MM), vol shocks and tails.
 
     Down-moves reach ``-scan_long``, up-moves ``+scan_short`` (decimal fractions of price);
     each tail weight is capped at ``side range / |move|`` (linear-equivalent rule per side).
@@ -109,8 +109,8 @@ def methodology_from_parameters(
     settlement_precision : float
         USD precision requirements are rounded up to and collateral down to.
     mm : {"scan", "loss_factor"}
-        MM from its own scan grids (exact, two scans) or from the IM scenario part times the
-        largest MM/IM scan-range ratio (one scan).
+        MM from its own scan grids (two scans; never above the MM the IM grids give) or from
+        the IM scenario part times the largest MM/IM scan-range ratio (one scan).
 
     Returns
     -------

@@ -694,7 +694,7 @@ def compute_margin(
     Results do not depend on ``chunk_size`` or ``n_threads``: every account's figures are
     computed from its own row with the same operations in the same order. With
     ``methodology.mm_scenarios`` the book is scanned a second time on the MM grids, which give
-    ``mm``, ``margin_ratio`` and ``liquidatable``.
+    ``mm`` (never above the MM the IM grids give), ``margin_ratio`` and ``liquidatable``.
     """
     mm_methodology = methodology.mm_view()
     if mm_methodology is not None:
@@ -713,11 +713,15 @@ def compute_margin(
             n_threads=n_threads,
             scan_precision=scan_precision,
         )
+        # MM scans on the MM grids but never charges more than the IM grids would (a finer MM
+        # grid can find a deeper minimum of a convex position between IM grid points); both
+        # runs share the MM loss factor and add-ons, so the smaller MM is the smaller scan.
+        use_mm = mm_run.mm <= base.mm
         return dataclasses.replace(
             base,
-            mm=mm_run.mm,
-            margin_ratio=mm_run.margin_ratio,
-            liquidatable=mm_run.liquidatable,
+            mm=np.where(use_mm, mm_run.mm, base.mm),
+            margin_ratio=np.where(use_mm, mm_run.margin_ratio, base.margin_ratio),
+            liquidatable=np.where(use_mm, mm_run.liquidatable, base.liquidatable),
         )
     ctx = (
         context

@@ -188,7 +188,9 @@ class Methodology(_Frozen):
     ``default_scenarios``. IM = ``im_loss_factor`` x scenario part + IM add-ons;
     MM = ``mm_loss_factor`` x scenario part + MM add-ons. With ``mm_scenarios`` (e.g. the
     narrower MM scan ranges of a parameter file) the MM scenario part is computed on those
-    grids instead (underlyings not listed keep their IM grid), everything else unchanged.
+    grids instead (underlyings not listed keep their IM grid; the smaller of the two MM figures
+    is kept, so a finer MM grid never charges more than the IM grids), everything else
+    unchanged.
     Requirements are rounded **up** and collateral **down** to ``settlement_precision`` USD
     (0 disables rounding).
     ``haircuts_mm`` values collateral (``price x (1 - haircut)``); ``haircuts_im_extra`` is an

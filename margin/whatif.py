@@ -218,7 +218,7 @@ class WhatIf:
         im_r, mm_r = _round(im, prec, dec, True), _round(mm, prec, dec, True)
         equity = _round(_round(coll, prec, dec, False) + sv[n_und], prec, dec, False)
         if self._mm is not None:
-            mm_r = self._mm._evaluate(row, idx, qty).mm
+            mm_r = min(mm_r, self._mm._evaluate(row, idx, qty).mm)
         return WhatIfResult(im_r, mm_r, equity, scen, worst, equity < mm_r)
 
     def _naked(self, idx: list[int], qty: list[float]) -> float:

@@ -413,6 +413,11 @@ def backtest_command(
                 f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}"
             )
     wanted = [s.strip().upper() for s in symbols.split(",") if s.strip()]
+    if portfolios and not {"BTC", "ETH"} <= set(wanted):
+        raise BacktestInputError(
+            "the portfolio backtest needs BTC and ETH in --symbols; add them or pass "
+            "--no-portfolios"
+        )
     config = BacktestConfig(horizon_days=horizon, validation_days=validation_days)
 
     with console.status("loading market history"):

@@ -64,3 +64,9 @@ def test_bad_dates_are_one_line_errors(tmp_path: Path) -> None:
     )
     assert result.exit_code != 0
     assert "not a date" in str(result.exception)
+
+
+def test_portfolios_need_btc_and_eth(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["backtest", "--data-dir", str(tmp_path), "--symbols", "SOL"])
+    assert result.exit_code != 0
+    assert "--no-portfolios" in str(result.exception)
