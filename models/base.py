@@ -152,6 +152,8 @@ class BaseForecaster(BaseEstimator, ABC):  # type: ignore[misc]
 
     name: ClassVar[str] = "base"
     required_columns: ClassVar[tuple[str, ...]] = ("ret", "rv")
+    relative_cost: ClassVar[float] = 1.0
+    """Rough walk-forward cost (EWMA = 1); parallel runs start the costliest first."""
 
     def fit(self, panel: pd.DataFrame, y: object = None) -> Self:
         """Fit on every row of ``panel`` (targets are rebuilt from ``rv`` inside it).

@@ -77,6 +77,7 @@ class AsymmetricEWMAForecaster(BaseForecaster):
     """
 
     name = "ewma_asym"
+    relative_cost = 3.0
 
     def __init__(self, lam: float = 0.94, bound: float = 0.9, warmup: int = 30) -> None:
         self.lam = lam

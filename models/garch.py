@@ -77,6 +77,7 @@ class GARCHForecaster(BaseForecaster):
     """
 
     name = "garch"
+    relative_cost = 10.0
     vol: ClassVar[Literal["GARCH", "EGARCH"]] = "GARCH"
     o: ClassVar[int] = 0
     min_obs: ClassVar[int] = 100
@@ -194,6 +195,7 @@ class GJRForecaster(GARCHForecaster):
     """
 
     name = "gjr"
+    relative_cost = 12.0
     o = 1
 
 
@@ -210,6 +212,7 @@ class EGARCHForecaster(GARCHForecaster):
     """
 
     name = "egarch"
+    relative_cost = 12.0
     vol = "EGARCH"
     o = 1
 

@@ -37,6 +37,7 @@ class HARForecaster(BaseForecaster):
     """
 
     name = "har"
+    relative_cost = 4.0
     required_columns: ClassVar[tuple[str, ...]] = ("ret", "rv", "har_d", "har_w", "har_m")
 
     def __init__(

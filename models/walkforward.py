@@ -83,16 +83,42 @@ class WalkForwardResult:
         return pd.concat(parts, ignore_index=True)[cols]
 
 
-def refit_blocks(dates: pd.DatetimeIndex, config: WalkForwardConfig) -> list[pd.DatetimeIndex]:
-    """Split the origins in ``[start, end]`` into blocks sharing one fit."""
+def refit_blocks(
+    dates: pd.DatetimeIndex, config: WalkForwardConfig, refit_every: int | None = None
+) -> list[pd.DatetimeIndex]:
+    """Split the origins in ``[start, end]`` into blocks sharing one fit.
+
+    Blocks are ``refit_every`` dates long (a model's own refit interval), or
+    ``config.refit_every`` when it is ``None``.
+    """
     origins = dates[(dates >= config.start) & (dates <= config.end)]
     if len(origins) == 0:
         raise ModelInputError(
             f"the panel has no dates between {pd.Timestamp(config.start).date()} "
             f"and {pd.Timestamp(config.end).date()}."
         )
-    k = config.refit_every
+    k = config.refit_every if refit_every is None else int(refit_every)
+    if k < 1:
+        raise ModelInputError(f"refit_every must be at least 1 day, got {k}.")
     return [origins[i : i + k] for i in range(0, len(origins), k)]
+
+
+def model_refit_every(model: BaseForecaster) -> int | None:
+    """A model's own refit interval in days (its ``refit_every`` hyper-parameter), if any."""
+    value = model.get_params(deep=False).get("refit_every")
+    return None if value is None else int(value)
+
+
+def _for_horizons(model: BaseForecaster, horizons: tuple[int, ...]) -> BaseForecaster:
+    """A clone that prepares exactly ``horizons`` (models with a ``horizons`` parameter).
+
+    Each horizon is fitted independently, so restricting them changes no forecast; it only
+    skips fits a run does not need (e.g. a run for h = 1 only).
+    """
+    model = clone(model)
+    if "horizons" in model.get_params(deep=False):
+        model.set_params(horizons=tuple(int(h) for h in horizons))
+    return model
 
 
 def run_model(
@@ -101,8 +127,10 @@ def run_model(
     """Walk one (non-combination) model forward; see the module docstring."""
     t0 = time.perf_counter()
     date_level = panel.index.get_level_values("date")
-    blocks = refit_blocks(pd.DatetimeIndex(date_level.unique()).sort_values(), config)
-    model = clone(model)
+    model = _for_horizons(model, config.horizons)
+    blocks = refit_blocks(
+        pd.DatetimeIndex(date_level.unique()).sort_values(), config, model_refit_every(model)
+    )
     fitted = False
     fallbacks: list[Fallback] = []
     parts: dict[int, list[pd.Series]] = {h: [] for h in config.horizons}
@@ -172,7 +200,12 @@ def walk_forward(
     if n_jobs > 1 and len(names) > 1:
         from joblib import Parallel, delayed
 
-        runs = Parallel(n_jobs=n_jobs)(delayed(run_model)(n, base[n], panel, config) for n in names)
+        # Longest runs first, so the workers finish together; every model is run on its
+        # own, so the results do not depend on the number of workers or their order.
+        order = sorted(names, key=lambda n: -base[n].relative_cost)
+        done = Parallel(n_jobs=n_jobs)(delayed(run_model)(n, base[n], panel, config) for n in order)
+        by_name = dict(zip(order, done, strict=True))
+        runs = [by_name[n] for n in names]
     else:
         runs = [run_model(n, base[n], panel, config) for n in names]
     forecasts: dict[tuple[str, int], pd.Series] = {}
@@ -213,6 +246,7 @@ __all__ = [
     "WalkForwardConfig",
     "WalkForwardResult",
     "count_fallbacks",
+    "model_refit_every",
     "refit_blocks",
     "run_model",
     "walk_forward",

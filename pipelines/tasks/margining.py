@@ -48,76 +48,15 @@ def load_book(folder: Path) -> Book:
     return book
 
 
-def methodology_for(params: ParameterSet, underlyings: Sequence[str]) -> Methodology:
-    """The engine methodology a published parameter set prescribes for these underlyings.
-
-    A field-by-field translation, no calibration: per underlying the scan grid spans the
-    larger IM scan range of the two sides, vol shocks, DTE powers, floor, minimum shocked vol
-    and tail moves/weights come from the file; MM is the IM scenario part scaled by the
-    largest MM/IM scan-range ratio of the set (one loss factor per methodology); collateral
-    haircuts (MM, and the IM excess as an IM add-on) and the stressed correlations with the
-    file's offset cap give the cross-underlying offsets.
-
-    Raises
-    ------
-    ValueError
-        An underlying of the book has no parameters in the file.
-    """
-    from margin.methodology import Methodology, OffsetConfig, ScenarioConfig
-
-    missing = [u for u in underlyings if u not in params.underlyings]
-    if missing:
-        raise ValueError(
-            f"the parameter file (as of {params.as_of}) has no parameters for underlying "
-            f"{missing[0]} of the book"
-        )
-    scenarios = {}
-    ratios = []
-    for name in underlyings:
-        p = params.underlyings[name]
-        im = max(p.scan_im.long, p.scan_im.short)
-        ratios.append(max(p.scan_mm.long, p.scan_mm.short) / im)
-        scenarios[name] = ScenarioConfig(
-            price_range=min(im, 0.99),
-            vol_up=p.vol_shock.up,
-            vol_down=p.vol_shock.down,
-            short_term_power=p.vol_shock.power_short_dte,
-            long_term_power=p.vol_shock.power_long_dte,
-            dte_floor_days=p.vol_shock.dte_floor_days,
-            min_vol=p.vol_shock.min_shocked_vol,
-            tail_moves=tuple(t.move for t in p.tails),
-            tail_weights=tuple(t.weight for t in p.tails),
-        )
-    offsets = OffsetConfig(mode="none")
-    if params.offsets is not None and len(underlyings) > 1:
-        matrix = params.offsets.stressed
-        order = [matrix.symbols.index(u) for u in underlyings]
-        offsets = OffsetConfig(
-            mode="correlation",
-            cap=params.offsets.offset_cap,
-            underlyings=tuple(underlyings),
-            correlation=tuple(tuple(matrix.values[i][j] for j in order) for i in order),
-        )
-    return Methodology(
-        scenarios=scenarios,
-        im_loss_factor=1.0,
-        mm_loss_factor=min(max(ratios), 1.0),
-        offsets=offsets,
-        haircuts_mm={u: params.underlyings[u].haircut.mm for u in underlyings},
-        haircuts_im_extra={
-            u: params.underlyings[u].haircut.im - params.underlyings[u].haircut.mm
-            for u in underlyings
-        },
-    )
-
-
 @task(name="methodology-from-parameters", cache_policy=NO_CACHE)
 def methodology_from_parameters(params: ParameterSet, book: Book) -> Methodology:
-    """The methodology for the book's underlyings (:func:`methodology_for`)."""
-    methodology = methodology_for(params, list(book.market.underlyings))
+    """The book's methodology, from :func:`margin.bridge.methodology_from_parameters`."""
+    from margin.bridge import methodology_from_parameters as bridge
+
+    methodology = bridge(params, list(book.market.underlyings))
     get_run_logger().info(
-        "Methodology from parameters as of %s for %s (MM loss factor %.3f)",
-        params.as_of, ", ".join(book.market.underlyings), methodology.mm_loss_factor,
+        "Methodology from parameters as of %s for %s (IM and MM on their own scan grids)",
+        params.as_of, ", ".join(book.market.underlyings),
     )  # fmt: skip
     return methodology
 
