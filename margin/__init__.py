@@ -1,1 +1,1 @@
-"""xmargin package."""
+"""Margin: pricing, the cross-margin engine, profiles, calibration, backtests, parameter files."""

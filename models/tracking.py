@@ -150,6 +150,16 @@ def _metrics_for(details: pd.DataFrame, model: str) -> dict[str, float]:
     return out
 
 
+def _model_frame(result: EvaluationResult, model: str) -> pd.DataFrame:
+    """Tidy ``model, horizon, symbol, date, variance`` rows of one model's forecasts."""
+    parts = [
+        s.rename("variance").reset_index().assign(model=m, horizon=h)
+        for (m, h), s in result.walk.forecasts.items()
+        if m == model
+    ]
+    return pd.concat(parts, ignore_index=True)[["model", "horizon", "symbol", "date", "variance"]]
+
+
 def _charts(result: EvaluationResult, model: str, folder: Path) -> None:
     """One PNG per symbol: h-day forecast vs realized variance on the evaluation window."""
     from matplotlib.figure import Figure
@@ -277,9 +287,9 @@ def log_evaluation(
                 mlflow.log_metrics(metrics)
                 with tempfile.TemporaryDirectory() as tmp:
                     folder = Path(tmp)
-                    frame = result.walk.frame()
-                    frame = frame[frame["model"] == model]
-                    frame.to_parquet(folder / "forecasts.parquet", index=False)
+                    _model_frame(result, model).to_parquet(
+                        folder / "forecasts.parquet", index=False
+                    )
                     mlflow.log_artifact(str(folder / "forecasts.parquet"))
                     charts = folder / "charts"
                     charts.mkdir()

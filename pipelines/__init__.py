@@ -1,1 +1,1 @@
-"""xmargin package."""
+"""Orchestration: Prefect flows and tasks, configuration, reports and the ``xmargin`` CLI."""

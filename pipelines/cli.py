@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from pipelines.commands import backtest, conformance, data, evaluate, margin, params, run
+from pipelines.commands import backtest, conformance, data, evaluate, params, run
 
 app = typer.Typer(
     name="xmargin",
@@ -25,7 +25,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for module in (data, evaluate, margin, backtest, params, conformance, run):
+for module in (data, evaluate, backtest, params, conformance, run):
     module.register(app)
 
 _err = Console(stderr=True)

@@ -95,3 +95,56 @@ def test_evaluate_metrics_frame_and_selection_ignore_the_evaluation_window(
         assert res2.selections[h].champion == res.selections[h].champion
         pd.testing.assert_series_equal(res2.selections[h].scores, res.selections[h].scores)
     assert res.selections[1].window_end < res.start
+
+
+@pytest.mark.slow
+def test_results_do_not_depend_on_the_number_of_worker_processes(
+    sim_panel: pd.DataFrame,
+) -> None:
+    models = {
+        "ewma": make_model("ewma"),
+        "gjr": make_model("gjr"),
+        "har": make_model("har"),
+        "lgbm": make_model("lgbm", n_estimators=20),
+        "combo": ComboForecaster(members=("gjr", "har")),
+    }
+    cfg = _config("2022-06-01", "2022-09-30")
+    serial = walk_forward(sim_panel, models, cfg, n_jobs=1)
+    pooled = walk_forward(sim_panel, models, cfg, n_jobs=2)
+    assert list(pooled.forecasts) == list(serial.forecasts)
+    for key, series in serial.forecasts.items():
+        pd.testing.assert_series_equal(pooled.forecasts[key], series, check_exact=True)
+
+
+def test_a_model_with_its_own_refit_interval_is_refitted_on_that_schedule(
+    sim_panel: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from models.lgbm import LGBMForecaster
+
+    fits: list[pd.Timestamp] = []
+    original = LGBMForecaster._fit
+
+    def counting(self: LGBMForecaster, panel: pd.DataFrame) -> None:
+        fits.append(panel.index.get_level_values("date").max())
+        original(self, panel)
+
+    monkeypatch.setattr(LGBMForecaster, "_fit", counting)
+    cfg = _config("2022-06-01", "2022-09-30", k=21)  # 122 origins
+    res = walk_forward(sim_panel, {"lgbm": LGBMForecaster(n_estimators=10, refit_every=63)}, cfg)
+    assert [d.date().isoformat() for d in fits] == ["2022-06-01", "2022-08-03"]
+    assert res.fitted["lgbm"].get_params()["refit_every"] == 63
+    fits.clear()
+    walk_forward(sim_panel, {"lgbm": LGBMForecaster(n_estimators=10, refit_every=None)}, cfg)
+    assert len(fits) == 6  # ceil(122 / 21): the schedule's interval
+
+
+def test_a_single_horizon_run_fits_only_that_horizon_and_forecasts_the_same(
+    sim_panel: pd.DataFrame,
+) -> None:
+    both = walk_forward(sim_panel, {"har": HARForecaster()}, _config("2022-06-01", "2022-08-31"))
+    cfg = WalkForwardConfig(
+        pd.Timestamp("2022-06-01", tz=UTC), pd.Timestamp("2022-08-31", tz=UTC), 30, (1,)
+    )
+    one = walk_forward(sim_panel, {"har": HARForecaster()}, cfg)
+    assert {h for _, h in one.fitted["har"].regressors_} == {1}  # type: ignore[attr-defined]
+    pd.testing.assert_series_equal(one.forecasts[("har", 1)], both.forecasts[("har", 1)])

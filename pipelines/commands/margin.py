@@ -1,9 +1,0 @@
-"""CLI commands: margin (placeholder, filled in by the margin area)."""
-
-from __future__ import annotations
-
-import typer
-
-
-def register(app: typer.Typer) -> None:
-    """Add this area's commands to the CLI."""
