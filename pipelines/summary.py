@@ -94,7 +94,10 @@ def print_summary(
     console: Console | None = None,
 ) -> None:
     """Print :func:`summary_table` and the bounds that bit."""
-    console = console or Console()
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # logs and CI: rich would cut the table at 80 columns
+            console = Console(width=120)
     console.print(summary_table(params, previous))
     for symbol in sorted(params.underlyings):
         for event in params.underlyings[symbol].apc.bounds_bit:

@@ -161,3 +161,32 @@ def test_lgbm_unpooled_and_pooled_both_forecast(sim_panel: pd.DataFrame) -> None
     for pooled in (True, False):
         fc = LGBMForecaster(n_estimators=20, pooled=pooled).fit(sim_panel).forecast(sim_panel, 7)
         assert np.isfinite(fc.variance).all() and (fc.variance > 0).all()
+
+
+@pytest.mark.parametrize("cls", [GARCHForecaster, GJRForecaster, EGARCHForecaster])
+def test_garch_family_fit_matches_arch_own_fit(
+    cls: type[GARCHForecaster], sim_panel: pd.DataFrame
+) -> None:
+    """Exact constraint Jacobians speed the optimizer up without moving the optimum."""
+    group = sim_panel.xs("ETH", level="symbol", drop_level=False)
+    mine = cls(warm_start=False).fit(group).params_["ETH"]
+    ref = (
+        arch_model(_pct_returns(group), mean="Constant", vol=cls.vol, p=1, o=cls.o, q=1, dist="t")
+        .fit(disp="off", show_warning=False)
+        .params.to_numpy()
+    )
+    np.testing.assert_allclose(mine, ref, rtol=2e-3, atol=2e-4)
+
+
+def test_linear_constraints_with_jacobians_equal_arch_constraints() -> None:
+    from arch.univariate.base import constraint
+
+    from models.garch import _linear_constraints
+
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(4, 6)), rng.normal(size=4)
+    x = rng.normal(size=6)
+    for ours, theirs, row in zip(_linear_constraints(a, b), constraint(a, b), a, strict=True):
+        assert ours["type"] == theirs["type"] == "ineq"
+        assert ours["fun"](x) == pytest.approx(theirs["fun"](x), rel=1e-12)
+        np.testing.assert_array_equal(ours["jac"](x), row)
