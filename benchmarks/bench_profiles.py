@@ -1,17 +1,31 @@
-"""Profile benchmark: Derive PMRM_2 on the engine benchmark's 1,000,000-account book.
+"""Profile benchmark: every methodology profile on the engine benchmark's synthetic book.
 
 The engine benchmark's synthetic book (BTC, ETH, SOL chains; real last 2024 closes and DVOL
-where the shared data folder exists) is mapped onto Derive's model, one underlying at a
-time: options and the linear perp of that underlying, coin and USDC balances as collateral
-(the home coin risk-cancelling). Futures, spot and inverse contracts have no Derive
-counterpart and are left out. Prints the wall time of
-:func:`margin.profiles.derive_pmrm2.derive_pmrm2_book_margin` over the three underlyings next
-to :func:`margin.engine.compute_margin` on the full book, and their ratio (target: <= 2).
+where the shared data folder exists; 1,000,000 accounts, or ``XMARGIN_BENCH_ACCOUNTS``) is
+built once and each profile margins it, next to :func:`margin.engine.compute_margin` on the
+same book (default methodology, warm: the engine's one-off position layout is excluded, as is
+each profile's one-off split of the book into its inputs). Single-underlying profiles run once
+per underlying and their times are summed:
+
+- ``derive_pmrm2``: options and the linear perp of the underlying, coin and USDC balances as
+  collateral (the home coin risk-cancelling); futures, spot and inverse contracts have no
+  Derive counterpart and are left out.
+- ``deribit_pm``, ``paradex_pm``, ``span``: every instrument of the underlying (perps, inverse
+  perps, futures, options); SPAN adds the BTC-ETH inter-commodity credit.
+- ``linear``: the perp and future positions (linear and inverse), margined by dYdX's
+  open-interest-scaled IMF, Drift's size premium and Hyperliquid's leverage tiers, summed per
+  account.
+
+Each figure is the median wall time of 3 runs; the ratio to the engine's median is the figure
+the target (<= 2) applies to.
 """
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -19,7 +33,8 @@ import scipy.sparse as sp
 from benchmarks.bench_engine import benchmark_methodology, synthetic_book
 from margin.book import Book
 from margin.engine import compute_margin
-from margin.instruments import InstrumentKind
+from margin.instruments import InstrumentKind, InstrumentTable
+from margin.profiles.deribit_pm import deribit_pm_margin
 from margin.profiles.derive_pmrm2 import (
     SECONDS_PER_YEAR,
     BasisContingencyParameters,
@@ -37,8 +52,26 @@ from margin.profiles.derive_pmrm2 import (
     VolShockParameters,
     derive_pmrm2_book_margin,
 )
+from margin.profiles.linear import (
+    DriftMarket,
+    DydxLiquidityTier,
+    HyperliquidMarginTable,
+    HyperliquidTier,
+    drift_perp_margin,
+    dydx_margin,
+    hyperliquid_margin,
+)
+from margin.profiles.paradex_pm import paradex_margin
+from margin.profiles.span import (
+    InterCommoditySpread,
+    IntraSpreadTier,
+    SpanParameters,
+    inter_commodity_credit,
+    span_margin,
+)
+from margin.typing import FloatArray, IntArray
 
-N_ACCOUNTS = 1_000_000
+N_ACCOUNTS = int(os.environ.get("XMARGIN_BENCH_ACCOUNTS", "1000000"))
 
 
 def derive_test_vector_parameters(
@@ -154,23 +187,306 @@ def derive_inputs(book: Book, u: int) -> tuple[DeriveMarket, DeriveAccounts, Der
     return derive_market, accounts, derive_test_vector_parameters(names, book.market.underlyings[u])
 
 
-def run() -> None:
-    """Print Derive-profile and engine wall times on the same 1,000,000-account book."""
-    book = synthetic_book(N_ACCOUNTS)
-    inputs = [derive_inputs(book, u) for u in range(len(book.market.underlyings))]
-    n_pos = sum(int(a.options.nnz + np.count_nonzero(a.perp_position)) for _, a, _ in inputs)
-    start = time.perf_counter()
-    for market, accounts, params in inputs:
-        derive_pmrm2_book_margin(market, accounts, params)
-    derive_s = time.perf_counter() - start
-    start = time.perf_counter()
-    compute_margin(book, benchmark_methodology())
-    engine_s = time.perf_counter() - start
-    n_opt = sum(m.options.strike.size for m, _, _ in inputs)
-    print(
-        f"book: {N_ACCOUNTS:,} accounts; Derive sees {n_pos:,} option/perp positions "
-        f"over {n_opt} options"
+def span_parameters(index: float) -> SpanParameters:
+    """Illustrative SPAN set for one coin: 16 % price scan, 10 vol points, three expiry tiers.
+
+    Calendar charges and the short option minimum are set as fractions of the index (USD per
+    coin of spread, USD per short option), so the same rule fits BTC, ETH and SOL.
+    """
+    return SpanParameters(
+        price_scan_range=0.16,
+        vol_scan_range=0.10,
+        short_option_minimum=0.005 * index,
+        tier_bounds_years=(0.08, 0.25),
+        intra_spreads=(
+            IntraSpreadTier(tier_a=0, tier_b=1, charge=0.01 * index),
+            IntraSpreadTier(tier_a=1, tier_b=2, charge=0.01 * index),
+            IntraSpreadTier(tier_a=0, tier_b=2, charge=0.015 * index),
+        ),
     )
-    print(f"derive_pmrm2 (31 scenarios + 2 basis, 3 underlyings): {derive_s:6.2f} s")
-    print(f"engine compute_margin (full book, default methodology): {engine_s:6.2f} s")
-    print(f"ratio profile / engine: {derive_s / engine_s:5.2f} (target <= 2)")
+
+
+@dataclass(frozen=True)
+class UnderlyingSlice:
+    """One underlying's instruments, their market columns and the book's positions in them."""
+
+    table: InstrumentTable
+    positions: sp.csr_matrix
+    index: float
+    mark: FloatArray
+    forward: FloatArray
+    vol: FloatArray
+    rate: float
+
+
+def underlying_slices(book: Book) -> list[UnderlyingSlice]:
+    """Split the book by underlying (all instruments of each; done once, outside the timing)."""
+    table, market = book.instruments, book.market
+    out = []
+    for u in range(len(market.underlyings)):
+        cols = np.flatnonzero(table.underlying == u)
+        out.append(
+            UnderlyingSlice(
+                table=table.take(cols),
+                positions=sp.csr_matrix(book.positions[:, cols]),
+                index=float(market.index[u]),
+                mark=market.mark[cols],
+                forward=market.forward[cols],
+                vol=market.vol[cols],
+                rate=float(market.rate[u]),
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class PerpMarkets:
+    """Perp and future positions grouped by market (column-major), for the linear profile."""
+
+    underlying: IntArray  # per market
+    mark: FloatArray  # per market, USD
+    start: IntArray  # per market, into the position arrays; market m is start[m]:start[m + 1]
+    account: IntArray  # per position
+    usd_notional: FloatArray  # per position, absolute
+    coins: FloatArray  # per position, absolute size in base units
+    n_accounts: int
+
+
+def perp_markets(book: Book) -> PerpMarkets:
+    """Perp and future positions of the book as per-market slices (done once, untimed)."""
+    table, market = book.instruments, book.market
+    delta_one = np.isin(
+        table.kind,
+        (
+            InstrumentKind.LINEAR_PERP,
+            InstrumentKind.INVERSE_PERP,
+            InstrumentKind.LINEAR_FUTURE,
+            InstrumentKind.INVERSE_FUTURE,
+        ),
+    )
+    cols = np.flatnonzero(delta_one)
+    csc = sp.csc_matrix(book.positions[:, cols])
+    market_of = np.repeat(np.arange(cols.size), np.diff(csc.indptr))
+    inst = cols[market_of]
+    qty = np.abs(csc.data)
+    mark = market.mark[inst]
+    size = table.contract_size[inst]
+    inverse = table.is_inverse[inst]
+    usd = np.where(inverse, qty * size, qty * size * mark)
+    return PerpMarkets(
+        underlying=table.underlying[cols],
+        mark=market.mark[cols],
+        start=np.asarray(csc.indptr, dtype=np.intp),
+        account=np.asarray(csc.indices, dtype=np.intp),
+        usd_notional=usd,
+        coins=usd / mark,
+        n_accounts=book.n_accounts,
+    )
+
+
+DYDX_TIERS = (  # large-cap tier for BTC and ETH, mid-cap for SOL
+    DydxLiquidityTier(
+        initial_margin_fraction=0.02,
+        maintenance_fraction=0.6,
+        open_interest_lower_cap=20e6,
+        open_interest_upper_cap=50e6,
+    ),
+    DydxLiquidityTier(
+        initial_margin_fraction=0.02,
+        maintenance_fraction=0.6,
+        open_interest_lower_cap=20e6,
+        open_interest_upper_cap=50e6,
+    ),
+    DydxLiquidityTier(
+        initial_margin_fraction=0.05,
+        maintenance_fraction=0.6,
+        open_interest_lower_cap=5e6,
+        open_interest_upper_cap=10e6,
+    ),
+)
+DRIFT_MARKETS = (
+    DriftMarket(margin_ratio_initial=0.10, margin_ratio_maintenance=0.05, imf_factor=0.00025),
+    DriftMarket(margin_ratio_initial=0.10, margin_ratio_maintenance=0.05, imf_factor=0.0002),
+    DriftMarket(margin_ratio_initial=0.10, margin_ratio_maintenance=0.05, imf_factor=0.0001),
+)
+HYPERLIQUID_TABLES = tuple(
+    HyperliquidMarginTable(
+        tiers=(
+            HyperliquidTier(lower_bound=0.0, max_leverage=first),
+            HyperliquidTier(lower_bound=bound, max_leverage=second),
+        )
+    )
+    for first, bound, second in ((40.0, 150e6, 20.0), (25.0, 100e6, 15.0), (20.0, 70e6, 10.0))
+)
+USER_LEVERAGE = 20.0
+
+
+def linear_book_margin(book: PerpMarkets) -> dict[str, tuple[FloatArray, FloatArray]]:
+    """IM and MM per account (USD) of the perp/future positions under each linear venue.
+
+    Every perp and future is its own market with its underlying's parameters. The synthetic
+    book's own open interest is far beyond published dYdX caps (every market would be fully
+    collateralised), so each market's open interest is set inside its tier's ramp: a tenth of
+    the way up for the largest market, less in proportion to gross notional for the others.
+    Loops run over markets, not accounts.
+    """
+    n_pos = book.account.size
+    out = {v: (np.empty(n_pos), np.empty(n_pos)) for v in ("dydx", "drift", "hyperliquid")}
+    cumulative = np.concatenate([[0.0], np.cumsum(book.usd_notional)])
+    gross = cumulative[book.start[1:]] - cumulative[book.start[:-1]]
+    share = gross / max(gross.max(initial=0.0), 1e-300)  # 1 for the largest market
+    for m, u in enumerate(book.underlying.tolist()):
+        part = slice(book.start[m], book.start[m + 1])
+        usd, coins = book.usd_notional[part], book.coins[part]
+        tier = DYDX_TIERS[u]
+        low, high = tier.open_interest_lower_cap, tier.open_interest_upper_cap
+        open_interest = low + share[m] * 0.1 * (high - low)  # largest: 1/10 up
+        figures = {
+            "dydx": dydx_margin(tier, usd, open_interest_notional=open_interest),
+            "drift": drift_perp_margin(DRIFT_MARKETS[u], coins, book.mark[m]),
+            "hyperliquid": hyperliquid_margin(HYPERLIQUID_TABLES[u], usd, USER_LEVERAGE),
+        }
+        for venue, (im, mm) in figures.items():
+            out[venue][0][part], out[venue][1][part] = im, mm
+    n = book.n_accounts
+    return {
+        venue: (
+            np.asarray(np.bincount(book.account, weights=im, minlength=n), dtype=np.float64),
+            np.asarray(np.bincount(book.account, weights=mm, minlength=n), dtype=np.float64),
+        )
+        for venue, (im, mm) in out.items()
+    }
+
+
+def span_book_margin(slices: list[UnderlyingSlice]) -> list[FloatArray]:
+    """SPAN margin per account and underlying, with the BTC-ETH inter-commodity credit."""
+    results = [
+        span_margin(
+            s.table,
+            s.positions,
+            index=s.index,
+            mark=s.mark,
+            forward=s.forward,
+            vol=s.vol,
+            rate=s.rate,
+            params=span_parameters(s.index),
+        )
+        for s in slices
+    ]
+    ratio = slices[0].index / slices[1].index  # ETH coins per BTC coin of equal value
+    credit_btc, credit_eth = inter_commodity_credit(
+        results[0],
+        results[1],
+        InterCommoditySpread(delta_ratio_a=1.0, delta_ratio_b=ratio, credit_rate=0.5),
+    )
+    margins = [r.margin for r in results]
+    margins[0] = margins[0] - credit_btc
+    margins[1] = margins[1] - credit_eth
+    return margins
+
+
+def median_seconds(work: Callable[[], object], repeats: int = 3) -> tuple[float, float]:
+    """Median wall and median CPU (all threads) time of ``repeats`` calls of ``work``, seconds."""
+    wall, cpu = [], []
+    for _ in range(repeats):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        work()
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return float(np.median(wall)), float(np.median(cpu))
+
+
+def run() -> None:
+    """Print every profile's wall time and its ratio to the engine's on the same book."""
+    start = time.perf_counter()
+    book = synthetic_book(N_ACCOUNTS)
+    build_s = time.perf_counter() - start
+    methodology = benchmark_methodology()
+    start = time.perf_counter()
+    compute_margin(book, methodology)  # first call also lays the positions out, once per book
+    engine_cold_s = time.perf_counter() - start
+    engine_s, engine_cpu = median_seconds(lambda: compute_margin(book, methodology))
+
+    start = time.perf_counter()
+    slices = underlying_slices(book)
+    derive = [derive_inputs(book, u) for u in range(len(book.market.underlyings))]
+    perps = perp_markets(book)
+    split_s = time.perf_counter() - start
+    load = os.getloadavg()[0]
+    print(
+        f"book: {book.n_accounts:,} accounts, {book.positions.nnz:,} positions, "
+        f"built in {build_s:.1f} s; load average {load:.1f} on {os.cpu_count()} cores"
+    )
+    print(
+        f"engine compute_margin (full book, default methodology): {engine_s:6.2f} s wall "
+        f"({engine_cpu:.2f} s CPU), median of 3; first call incl. position layout "
+        f"{engine_cold_s:.2f} s; profile inputs split from the book once in {split_s:.2f} s "
+        f"(untimed below)"
+    )
+
+    def each_underlying(profile: Callable[[UnderlyingSlice], object]) -> Callable[[], None]:
+        def work() -> None:
+            for s in slices:
+                profile(s)
+
+        return work
+
+    n_derive = sum(int(a.options.nnz + np.count_nonzero(a.perp_position)) for _, a, _ in derive)
+    profiles: list[tuple[str, str, Callable[[], object]]] = [
+        (
+            "derive_pmrm2",
+            f"31 scenarios + 2 basis per underlying, {n_derive:,} option/perp positions",
+            lambda: [derive_pmrm2_book_margin(*inputs) for inputs in derive],
+        ),
+        (
+            "deribit_pm",
+            "27 + 8 extended scenarios per underlying, all positions",
+            each_underlying(
+                lambda s: deribit_pm_margin(
+                    s.table,
+                    s.positions,
+                    index=s.index,
+                    mark=s.mark,
+                    forward=s.forward,
+                    vol=s.vol,
+                    rate=s.rate,
+                )
+            ),
+        ),
+        (
+            "paradex_pm",
+            "24 weighted scenarios per underlying, all positions",
+            each_underlying(
+                lambda s: paradex_margin(
+                    s.table,
+                    s.positions,
+                    spot=s.index,
+                    mark=s.mark,
+                    forward=s.forward,
+                    vol=s.vol,
+                    rate=s.rate,
+                )
+            ),
+        ),
+        (
+            "span",
+            "16 scenarios, 3 expiry tiers per underlying, BTC-ETH credit, all positions",
+            lambda: span_book_margin(slices),
+        ),
+        (
+            "linear",
+            f"dYdX + Drift + Hyperliquid on {perps.account.size:,} perp/future positions",
+            lambda: linear_book_margin(perps),
+        ),
+    ]
+    for name, what, work in profiles:
+        seconds, cpu = median_seconds(work)
+        print(
+            f"{name:<13} {seconds:6.2f} s wall ({cpu:5.2f} s CPU)  ratio {seconds / engine_s:5.2f} "
+            f"(target <= 2)  [{what}]",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    run()

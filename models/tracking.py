@@ -161,13 +161,19 @@ def _model_frame(result: EvaluationResult, model: str) -> pd.DataFrame:
 
 
 def _charts(result: EvaluationResult, model: str, folder: Path) -> None:
-    """One PNG per symbol: h-day forecast vs realized variance on the evaluation window."""
+    """One PNG per symbol: h-day forecast vs realized variance on the evaluation window.
+
+    Drawn with fixed margins, major log ticks only and plain-text tick labels: tight layout,
+    minor log ticks and math-text labels made charts the costliest part of logging.
+    """
     from matplotlib.figure import Figure
+    from matplotlib.ticker import LogFormatter, NullLocator
 
     horizons = sorted({h for m, h in result.walk.forecasts if m == model})
     first = result.walk.forecasts[(model, horizons[0])]
     for symbol in first.index.unique(level="symbol"):
         fig = Figure(figsize=(9, 2.6 * len(horizons)))
+        fig.subplots_adjust(left=0.09, right=0.98, top=0.9, bottom=0.08, hspace=0.3)
         axes = fig.subplots(len(horizons), 1, squeeze=False)[:, 0]
         for ax, h in zip(axes, horizons, strict=True):
             f = result.walk.forecasts[(model, h)].xs(symbol, level="symbol")
@@ -176,10 +182,11 @@ def _charts(result: EvaluationResult, model: str, folder: Path) -> None:
             ax.plot(y.index, y.to_numpy(), color="0.7", lw=0.6, label="realized")
             ax.plot(f.index, f.to_numpy(), color="C0", lw=0.9, label=f"{model} forecast")
             ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=True))
+            ax.yaxis.set_minor_locator(NullLocator())
             ax.set_ylabel(f"h={h} variance")
             ax.legend(loc="upper right", fontsize=7)
         axes[0].set_title(f"{symbol}: {model} forecast vs realized (decimal variance)")
-        fig.tight_layout()
         fig.savefig(folder / f"{symbol}.png", dpi=70)
 
 
@@ -278,6 +285,17 @@ def log_evaluation(
                 model_runs[model] = child.info.run_id
                 hyper = {f"hp_{k}": str(v) for k, v in fitted.get_params(deep=False).items()}
                 mlflow.log_params({**common, **hyper, "model": model})
+                # Models first: MLflow links a run's existing metrics to every model logged
+                # after them, one history query per metric and model.
+                if log_models:
+                    for h in config.horizons:
+                        info = mlflow.pyfunc.log_model(
+                            name=f"model_h{h}",
+                            python_model=VolForecasterModel(fitted, h),
+                            pip_requirements=pins,
+                        )
+                        model_uris[(model, h)] = info.model_uri
+                        _log_lightgbm(fitted, h, pins)
                 metrics = _metrics_for(result.details, model)
                 metrics["n_fallbacks"] = float(len(result.walk.fallbacks[model]))
                 metrics["walkforward_seconds"] = float(result.walk.seconds[model])
@@ -295,15 +313,6 @@ def log_evaluation(
                     charts.mkdir()
                     _charts(result, model, charts)
                     mlflow.log_artifacts(str(charts), "charts")
-                if log_models:
-                    for h in config.horizons:
-                        info = mlflow.pyfunc.log_model(
-                            name=f"model_h{h}",
-                            python_model=VolForecasterModel(fitted, h),
-                            pip_requirements=pins,
-                        )
-                        model_uris[(model, h)] = info.model_uri
-                        _log_lightgbm(fitted, h, pins)
         registered = _register(client, result, model_uris, model_runs) if register else {}
     return TrackingInfo(experiment_id, parent.info.run_id, model_runs, registered)
 

@@ -151,6 +151,42 @@ def _roll_shock_coins(
     return np.asarray(np.where(dated_or_perp, coins * rate, 0.0), dtype=np.float64)
 
 
+def _worst_of_chunk(
+    held: sp.csr_matrix,
+    both: FloatArray,
+    pairs: list[IntArray],
+    n_std: int,
+    p: DeribitPMParameters,
+    usd_per_unit: float,
+) -> tuple[FloatArray, FloatArray, IntArray, FloatArray]:
+    """Aggregated standard vector, dampened extended vector, worst scenario and worst loss.
+
+    ``both`` holds the standard then the extended P&L per contract (instruments × scenarios);
+    ``pairs`` the instrument columns of each currency pair present.
+    """
+    cap = p.max_offsetable_pnl / usd_per_unit if p.max_offsetable_pnl > 0 else np.inf
+    agg = np.zeros((held.shape[0], n_std))
+    ext_loss = np.zeros((held.shape[0], both.shape[1] - n_std))
+    for cols in pairs:
+        x_both = np.asarray((held[:, cols] if cols.size < held.shape[1] else held) @ both[cols])
+        x = x_both[:, :n_std]
+        pair_pnl = np.minimum(x, 0.0)
+        if p.pnl_offset:  # gains offset other pairs' losses only at pnl_offset, up to the cap
+            pair_pnl += np.minimum(p.pnl_offset * np.maximum(x, 0.0), cap)
+        agg += pair_pnl
+        ext_loss += x_both[:, n_std:]  # the extended table sums across currency pairs
+    ext_loss *= p.extended_table_factor
+    ext_loss += p.extended_dampener / usd_per_unit
+    np.minimum(ext_loss, 0.0, out=ext_loss)
+    rows = np.arange(held.shape[0])
+    worst_std, worst_ext = np.argmin(agg, axis=1), np.argmin(ext_loss, axis=1)
+    low_std, low_ext = agg[rows, worst_std], ext_loss[rows, worst_ext]
+    extended_worse = low_ext < low_std  # ties go to the standard grid, which comes first
+    index = np.asarray(np.where(extended_worse, worst_ext + n_std, worst_std), dtype=np.intp)
+    worst = np.maximum(0.0, -np.where(extended_worse, low_ext, low_std))
+    return agg, ext_loss, index, np.asarray(worst, dtype=np.float64)
+
+
 def deribit_pm_margin(
     table: InstrumentTable,
     positions: sp.csr_matrix,
@@ -162,6 +198,7 @@ def deribit_pm_margin(
     rate: ArrayLike = 0.0,
     params: DeribitPMParameters | None = None,
     currency: Literal["usd", "coin"] = "usd",
+    chunk_size: int = 65_536,
 ) -> DeribitMargin:
     """Deribit PM initial and maintenance margin of every account (rows of ``positions``).
 
@@ -179,8 +216,12 @@ def deribit_pm_margin(
         Defaults to the published BTC set.
     currency : {"usd", "coin"}
         Risk currency of the result.
+    chunk_size : int
+        Accounts per block of scenario arithmetic (bounds memory; results do not depend on it).
     """
     p = params or DeribitPMParameters()
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive number of accounts, got {chunk_size}")
     if len(set(table.underlying.tolist())) > 1:
         raise ValueError("deribit_pm_margin takes the instruments of one underlying at a time")
     if positions.shape[1] != len(table):
@@ -198,21 +239,27 @@ def deribit_pm_margin(
     if currency == "coin":  # convert each scenario's P&L at that scenario's shocked index
         std, ext = std / (index * std_mult), ext / (index * ext_mult)
 
-    agg = np.zeros((positions.shape[0], std.shape[1]))
-    ext_total = np.zeros((positions.shape[0], ext.shape[1]))
-    cap = p.max_offsetable_pnl / usd_per_unit if p.max_offsetable_pnl > 0 else np.inf
-    for pair in (False, True):  # USD-settled, then coin-settled currency pair
-        cols = np.flatnonzero(table.coin_settled == pair)
-        if cols.size == 0:
-            continue
-        x = np.asarray(positions[:, cols] @ std[cols])
-        agg += np.minimum(x, 0.0) + np.minimum(p.pnl_offset * np.maximum(x, 0.0), cap)
-        ext_total += np.asarray(positions[:, cols] @ ext[cols])
-    dampener = p.extended_dampener / usd_per_unit
-    ext_loss = np.minimum(p.extended_table_factor * ext_total + dampener, 0.0)
-    everything = np.concatenate([agg, ext_loss], axis=1)
-    worst_index = np.argmin(everything, axis=1)
-    worst = np.maximum(0.0, -everything[np.arange(worst_index.size), worst_index])
+    # Accounts without a position in this underlying need nothing: every figure is 0 there.
+    # The others are processed in chunks of rows to keep the scenario arrays cache-sized.
+    positions = sp.csr_matrix(positions)
+    n_accounts = positions.shape[0]
+    active = np.flatnonzero(np.diff(positions.indptr))
+    both = np.concatenate([std, ext], axis=1)
+    n_std = std.shape[1]
+    pairs = [  # USD-settled, then coin-settled currency pair
+        cols for pair in (False, True) if (cols := np.flatnonzero(table.coin_settled == pair)).size
+    ]
+    worst = np.zeros(n_accounts)
+    worst_index = np.zeros(n_accounts, dtype=np.intp)
+    risk_vector = np.zeros((n_accounts, n_std))
+    extended_vector = np.zeros((n_accounts, ext.shape[1]))
+    for lo in range(0, active.size, chunk_size):
+        rows = active[lo : lo + chunk_size]
+        agg, ext_loss, chunk_index, chunk_worst = _worst_of_chunk(
+            positions[rows], both, pairs, n_std, p, usd_per_unit
+        )
+        worst[rows], worst_index[rows] = chunk_worst, chunk_index
+        risk_vector[rows], extended_vector[rows] = agg, ext_loss
 
     roll_coins = np.asarray(abs(positions) @ _roll_shock_coins(table, index, p)).ravel()
     roll = roll_coins * (index if currency == "usd" else 1.0)
@@ -222,7 +269,7 @@ def deribit_pm_margin(
         mm=p.mm_factor * im,
         worst_case=worst,
         roll_shock=roll,
-        worst_scenario=np.asarray(worst_index, dtype=np.intp),
-        risk_vector=agg,
-        extended_vector=ext_loss,
+        worst_scenario=worst_index,
+        risk_vector=risk_vector,
+        extended_vector=extended_vector,
     )

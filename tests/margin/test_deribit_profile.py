@@ -132,3 +132,24 @@ def test_rejects_mismatched_positions() -> None:
         deribit_pm_margin(
             table, sp.csr_matrix(np.ones((1, 2))), index=S, mark=[S], forward=[S], vol=[0]
         )
+
+
+def test_chunks_and_empty_accounts_do_not_change_results() -> None:
+    """A multi-account book margined in blocks of one account equals the one-block result;
+    accounts without a position in the underlying owe nothing."""
+    kinds = [InstrumentKind.LINEAR_PERP, InstrumentKind.INVERSE_PERP, InstrumentKind.OPTION]
+    table = _table(kinds, [np.nan, np.nan, 1.1 * S], [np.nan, np.nan, 30 / 365], [1.0, 10.0, 1.0])
+    rng = np.random.default_rng(11)
+    dense = rng.normal(size=(40, 3)) * np.array([1.0, 500.0, 5.0])
+    dense[rng.random(40) < 0.3] = 0.0  # some accounts hold nothing
+    positions = sp.csr_matrix(dense)
+    market = {"index": S, "mark": [S, S, 0.0], "forward": [S, S, S], "vol": [0.0, 0.0, 0.6]}
+    whole = deribit_pm_margin(table, positions, **market)  # type: ignore[arg-type]
+    split = deribit_pm_margin(table, positions, chunk_size=1, **market)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(whole.im, split.im)
+    np.testing.assert_array_equal(whole.mm, split.mm)
+    np.testing.assert_array_equal(whole.worst_scenario, split.worst_scenario)
+    empty = ~dense.any(axis=1)
+    assert empty.any()
+    assert np.all(whole.im[empty] == 0.0)
+    assert np.all(whole.im[~empty] > 0.0)
