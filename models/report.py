@@ -22,11 +22,19 @@ def _p(value: float) -> str:
 
 def results_markdown(result: EvaluationResult) -> str:
     """Tables of QLIKE, MSE, DM p-values and MCS membership, plus the target check."""
+    from models.walkforward import model_refit_every
+
     d = result.details
+    step = result.walk.config.refit_every
+    own = [
+        f"{m} every {k} days"
+        for m, fitted in result.walk.fitted.items()
+        if (k := model_refit_every(fitted)) is not None and k != step
+    ]
+    refit = f"refit every {step} days" + (f" ({', '.join(own)})" if own else "")
     lines = [
         f"Out-of-sample window {result.start.date()} → {result.end.date()}; expanding "
-        f"training from each symbol's first day; refit every "
-        f"{result.walk.config.refit_every} days. Champion chosen on the validation window "
+        f"training from each symbol's first day; {refit}. Champion chosen on the validation window "
         f"{result.validation_start.date()} → {(result.start - pd.Timedelta(days=1)).date()}.",
         "QLIKE is unitless; MSE is on decimal variance ×1e6 (h-day variance). DM p-values "
         "are two-sided (HLN-corrected, HAC with h−1 lags) against GARCH(1,1)-t and HAR; "

@@ -160,25 +160,43 @@ def _model_frame(result: EvaluationResult, model: str) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)[["model", "horizon", "symbol", "date", "variance"]]
 
 
-def _charts(result: EvaluationResult, model: str, folder: Path) -> None:
-    """One PNG per symbol: h-day forecast vs realized variance on the evaluation window.
+def _chart_inputs(
+    result: EvaluationResult, model: str
+) -> tuple[dict[int, pd.Series], dict[int, pd.Series]]:
+    """A model's forecasts and the realized variance on the evaluation window, per horizon."""
+    forecasts: dict[int, pd.Series] = {}
+    realized: dict[int, pd.Series] = {}
+    for (m, h), series in result.walk.forecasts.items():
+        if m != model:
+            continue
+        dates = series.index.get_level_values("date")
+        forecasts[h] = series[(dates >= result.start) & (dates <= result.end)]
+        realized[h] = result.realized[h].reindex(forecasts[h].index)
+    return dict(sorted(forecasts.items())), dict(sorted(realized.items()))
+
+
+def chart_pngs(
+    model: str, forecasts: dict[int, pd.Series], realized: dict[int, pd.Series]
+) -> dict[str, bytes]:
+    """One PNG per symbol: h-day forecast vs realized variance (decimal), per horizon.
 
     Drawn with fixed margins, major log ticks only and plain-text tick labels: tight layout,
     minor log ticks and math-text labels made charts the costliest part of logging.
     """
+    import io
+
     from matplotlib.figure import Figure
     from matplotlib.ticker import LogFormatter, NullLocator
 
-    horizons = sorted({h for m, h in result.walk.forecasts if m == model})
-    first = result.walk.forecasts[(model, horizons[0])]
-    for symbol in first.index.unique(level="symbol"):
+    horizons = list(forecasts)
+    out: dict[str, bytes] = {}
+    for symbol in forecasts[horizons[0]].index.unique(level="symbol"):
         fig = Figure(figsize=(9, 2.6 * len(horizons)))
         fig.subplots_adjust(left=0.09, right=0.98, top=0.9, bottom=0.08, hspace=0.3)
         axes = fig.subplots(len(horizons), 1, squeeze=False)[:, 0]
         for ax, h in zip(axes, horizons, strict=True):
-            f = result.walk.forecasts[(model, h)].xs(symbol, level="symbol")
-            f = f[(f.index >= result.start) & (f.index <= result.end)]
-            y = result.realized[h].xs(symbol, level="symbol").reindex(f.index)
+            f = forecasts[h].xs(symbol, level="symbol")
+            y = realized[h].xs(symbol, level="symbol")
             ax.plot(y.index, y.to_numpy(), color="0.7", lw=0.6, label="realized")
             ax.plot(f.index, f.to_numpy(), color="C0", lw=0.9, label=f"{model} forecast")
             ax.set_yscale("log")
@@ -187,7 +205,23 @@ def _charts(result: EvaluationResult, model: str, folder: Path) -> None:
             ax.set_ylabel(f"h={h} variance")
             ax.legend(loc="upper right", fontsize=7)
         axes[0].set_title(f"{symbol}: {model} forecast vs realized (decimal variance)")
-        fig.savefig(folder / f"{symbol}.png", dpi=70)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=70)
+        out[str(symbol)] = buffer.getvalue()
+    return out
+
+
+def _all_charts(result: EvaluationResult, n_jobs: int) -> dict[str, dict[str, bytes]]:
+    """Charts of every model (``model → symbol → PNG``), in parallel processes if asked."""
+    models = list(result.walk.models)
+    jobs = [(m, *_chart_inputs(result, m)) for m in models]
+    if n_jobs > 1 and len(models) > 1:
+        from joblib import Parallel, delayed
+
+        done = Parallel(n_jobs=n_jobs)(delayed(chart_pngs)(*job) for job in jobs)
+    else:
+        done = [chart_pngs(*job) for job in jobs]
+    return dict(zip(models, done, strict=True))
 
 
 def log_evaluation(
@@ -196,6 +230,7 @@ def log_evaluation(
     experiment: str = EXPERIMENT,
     register: bool = True,
     log_models: bool = True,
+    n_jobs: int = 1,
 ) -> TrackingInfo:
     """Log an evaluation to MLflow and register champion and challenger per horizon.
 
@@ -212,6 +247,8 @@ def log_evaluation(
         as ``xmargin-vol-h1`` / ``xmargin-vol-h7``.
     log_models : bool
         Log each fitted model (pyfunc; LightGBM also in its own flavour).
+    n_jobs : int
+        Processes drawing the charts (the PNGs are the same for any number).
     """
     import mlflow
     from mlflow import MlflowClient
@@ -252,6 +289,7 @@ def log_evaluation(
         panel.reset_index(), name=f"daily_panel_{digest}", targets="target_rv_h1"
     )
     pins = pip_requirements()
+    pngs = _all_charts(result, n_jobs)
     model_runs: dict[str, str] = {}
     model_uris: dict[tuple[str, int], str] = {}
     with mlflow.start_run(
@@ -311,7 +349,8 @@ def log_evaluation(
                     mlflow.log_artifact(str(folder / "forecasts.parquet"))
                     charts = folder / "charts"
                     charts.mkdir()
-                    _charts(result, model, charts)
+                    for symbol, png in pngs[model].items():
+                        (charts / f"{symbol}.png").write_bytes(png)
                     mlflow.log_artifacts(str(charts), "charts")
         registered = _register(client, result, model_uris, model_runs) if register else {}
     return TrackingInfo(experiment_id, parent.info.run_id, model_runs, registered)

@@ -124,7 +124,21 @@ def _for_horizons(model: BaseForecaster, horizons: tuple[int, ...]) -> BaseForec
 def run_model(
     name: str, model: BaseForecaster, panel: pd.DataFrame, config: WalkForwardConfig
 ) -> tuple[dict[int, pd.Series], list[Fallback], float, BaseForecaster]:
-    """Walk one (non-combination) model forward; see the module docstring."""
+    """Walk one (non-combination) model forward; see the module docstring.
+
+    BLAS runs on one thread: a multi-threaded BLAS sums in a different order, which moves
+    the optimizers' results in the last digits (and GARCH optima in the third), so
+    forecasts would depend on the process (a pool worker gets fewer BLAS threads).
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _run_model(name, model, panel, config)
+
+
+def _run_model(
+    name: str, model: BaseForecaster, panel: pd.DataFrame, config: WalkForwardConfig
+) -> tuple[dict[int, pd.Series], list[Fallback], float, BaseForecaster]:
     t0 = time.perf_counter()
     date_level = panel.index.get_level_values("date")
     model = _for_horizons(model, config.horizons)

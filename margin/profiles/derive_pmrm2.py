@@ -4,9 +4,10 @@ One underlying per book: every account holds cash, one perpetual position, optio
 by expiry and collateral assets (some of them *risk-cancelling*, i.e. shocked with spot).
 The market is valued once: every option in every scenario in one Black-76 call on a
 (grid rows × options) grid, the risk array. The value of every held (account, expiry) pair
-in every row is then one sparse product, followed by the non-linear steps (static discount
-by sign of the expiry value, skew ``-|.|``, worst case) as array operations. A single
-portfolio is a book of one account.
+in every row is then one sparse product; the static discount by sign of that value splits
+into a linear part and a part on its positive side, each summed per account with one more
+sparse product, so only the skew ``-|.|`` is finished per pair. Accounts without options
+skip all of it. A single portfolio is a book of one account.
 
 Signs follow Derive: ``im`` and ``mm`` are *collateral value minus requirement*, so a
 negative figure is the amount by which the account is short of margin.
@@ -453,18 +454,32 @@ def naked_shorts_per_expiry(
     n_acct, n_opt = positions.shape
     if n_opt == 0:
         return np.zeros((n_acct, n_expiries))
-    keys = np.stack([options.expiry.astype(np.float64), options.strike], axis=1)
-    strikes, group = np.unique(keys, axis=0, return_inverse=True)
-    n_groups = len(strikes)
-    by_strike = sp.csr_matrix(
-        (np.ones(n_opt), (np.arange(n_opt), group.ravel())), shape=(n_opt, n_groups)
-    )
+    by_strike, strike_expiry = _strike_groups(options)
     by_expiry = sp.csr_matrix(
-        (np.ones(n_groups), (np.arange(n_groups), strikes[:, 0].astype(np.intp))),
-        shape=(n_groups, n_expiries),
+        (np.ones(strike_expiry.size), (np.arange(strike_expiry.size), strike_expiry)),
+        shape=(strike_expiry.size, n_expiries),
     )
     naked = (-(positions @ by_strike)).maximum(0)
     return np.asarray((naked @ by_expiry).toarray(), dtype=np.float64)
+
+
+def _strike_groups(options: OptionSeries) -> tuple[sp.csr_matrix, IntArray]:
+    """Options × (expiry, strike) groups indicator and the expiry of each group."""
+    n_opt = options.strike.size
+    keys = np.stack([options.expiry.astype(np.float64), options.strike], axis=1)
+    strikes, group = np.unique(keys, axis=0, return_inverse=True)
+    by_strike = sp.csr_matrix(
+        (np.ones(n_opt), (np.arange(n_opt), group.ravel())), shape=(n_opt, len(strikes))
+    )
+    return by_strike, strikes[:, 0].astype(np.intp)
+
+
+def _naked_shorts(positions: sp.csr_matrix, options: OptionSeries) -> FloatArray:
+    """Naked short units per account summed over expiries (see :func:`naked_shorts_per_expiry`)."""
+    if positions.shape[1] == 0:
+        return np.zeros(positions.shape[0])
+    naked = (-(positions @ _strike_groups(options)[0])).maximum(0)
+    return np.asarray(naked.sum(axis=1), dtype=np.float64).ravel()
 
 
 def oracle_contingency(
@@ -593,20 +608,20 @@ def account_figures(
 ) -> AccountFigures:
     """MTM, basis contingency, scenario P&L and add-ons of every account."""
     _check_shapes(market, accounts)
-    mtm_acct_exp, basis_acct, pnl_acct_scen = _option_pnl(market, accounts, params, valuation)
+    mtm_acct_exp, basis_acct, holders, pnl_holder_scen = _option_pnl(
+        market, accounts, params, valuation
+    )
     coll_params = [_collateral_params(params, name) for name in market.collateral_names]
     coll_value = accounts.collateral * (market.collateral_price / market.stable_price)
     risk_cancelling = np.array([c.risk_cancelling for c in coll_params], dtype=bool)
     exposure = accounts.perp_position * market.perp_price + coll_value[:, risk_cancelling].sum(1)
-    pnl_acct_scen += np.outer(exposure, (valuation.spot_shock - 1.0) * valuation.dampening)
+    pnl_acct_scen = np.outer(exposure, (valuation.spot_shock - 1.0) * valuation.dampening)
+    pnl_acct_scen[holders] += pnl_holder_scen
     mtm = accounts.perp_unrealised + mtm_acct_exp.sum(axis=1) + coll_value.sum(axis=1)
 
     cp, spot = params.contingency, market.spot
     perp_notional = np.abs(accounts.perp_position) * spot
-    naked_notional = (
-        naked_shorts_per_expiry(accounts.options, market.options, mtm_acct_exp.shape[1]).sum(1)
-        * spot
-    )
+    naked_notional = _naked_shorts(accounts.options, market.options) * spot
     mm_haircut = np.array([c.mm_haircut for c in coll_params])
     im_haircut = np.array([c.im_haircut for c in coll_params])
     return AccountFigures(
@@ -630,43 +645,34 @@ def _option_pnl(
     accounts: DeriveAccounts,
     params: DerivePMRM2Parameters,
     val: MarketValuation,
-) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Per-expiry MTM, basis contingency and option scenario P&L of every account.
+) -> tuple[FloatArray, FloatArray, IntArray, FloatArray]:
+    """Per-expiry MTM, basis contingency and option scenario P&L of the accounts.
 
     Work is done per held (account, expiry) pair, not per account × expiry: the pair's value
-    in every grid row is one sparse product (pairs × options times options × rows). Scenario
-    P&L per pair is ``(D(V) V - V_mark) d`` with ``D`` the static discount for the sign of
-    the shocked value ``V``; in skew scenarios each expiry counts as a loss (``-|.|``),
-    standing for a rotation of the skew the other way. Pairs are then summed per account.
+    ``V`` in every grid row is one sparse product (pairs × options times options × rows).
+    Scenario P&L per pair is ``(D(V) V - V_mark) d`` with ``D`` the static discount for the
+    sign of ``V``. Since ``D(V) V = neg V + (pos - neg) max(V, 0)``, the per-account sums are
+    two sparse products (pairs weighted by ``neg`` and by ``pos - neg`` of their expiry) of
+    ``V`` and of ``max(V, 0)``; only the skew scenarios, where each expiry counts as a loss
+    (``-|.|``, standing for a rotation of the skew the other way), are finished per pair.
+
+    Returns
+    -------
+    mtm_acct_exp, basis_acct : ndarray
+        Option MTM per account and expiry, basis contingency per account.
+    holders, pnl_holder_scen : ndarray
+        The accounts holding options (sorted) and their option P&L per scenario; accounts
+        without options have zero option P&L and cost nothing here.
     """
     n_acct, n_exp = accounts.n_accounts, market.expiries.seconds_to_expiry.size
     mtm_acct_exp = np.zeros((n_acct, n_exp))
-    held = accounts.options.tocoo()
-    if held.nnz == 0:
-        return mtm_acct_exp, np.zeros(n_acct), np.zeros((n_acct, val.spot_shock.size))
-    key = held.row.astype(np.int64) * n_exp + market.options.expiry[held.col]
-    pair_key, pair_of_entry = np.unique(key, return_inverse=True)
-    acct, exp = pair_key // n_exp, pair_key % n_exp
-    quantity = sp.csr_matrix(
-        (held.data, (pair_of_entry.ravel(), held.col)), shape=(pair_key.size, held.shape[1])
-    )
-    value_pair_row = np.asarray(quantity @ val.price_row_opt.T)
-    mark = value_pair_row[:, _MARK]
-    shocked = value_pair_row[:, _FIRST_SCENARIO:]
-    # D(V) V = neg V + (pos - neg) max(V, 0), computed in place to spare temporaries.
-    pos, neg = val.static_discount_pos[exp, None], val.static_discount_neg[exp, None]
-    pnl = np.maximum(shocked, 0.0)
-    pnl *= pos - neg
-    pnl += shocked * neg
-    pnl -= mark[:, None]
-    pnl *= val.dampening
-    pnl[:, val.is_skew] = -np.abs(pnl[:, val.is_skew])
-    # Pairs are sorted by account: one CSR row of ones per account sums its pairs.
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(acct, minlength=n_acct))])
-    per_account = sp.csr_matrix(
-        (np.ones(pair_key.size), np.arange(pair_key.size), indptr), shape=(n_acct, pair_key.size)
-    )
-    pnl_acct_scen = np.asarray(per_account @ pnl, dtype=np.float64)
+    basis_acct = np.zeros(n_acct)
+    pairs = _expiry_pairs(accounts.options, market.options.expiry, n_exp)
+    if pairs is None:
+        return mtm_acct_exp, basis_acct, np.zeros(0, np.intp), np.zeros((0, val.spot_shock.size))
+    acct, exp, quantity = pairs
+    value_pair_row = np.asarray(quantity @ np.ascontiguousarray(val.price_row_opt.T))
+    mark = value_pair_row[:, _MARK].copy()
     mtm_acct_exp[acct, exp] = mark
     basis_pair = basis_contingency(
         mark,
@@ -675,8 +681,59 @@ def _option_pnl(
         val.tau_exp[exp],
         params.basis,
     )
-    basis = np.asarray(np.bincount(acct, weights=basis_pair, minlength=n_acct), dtype=np.float64)
-    return mtm_acct_exp, basis, pnl_acct_scen
+    pos, neg = val.static_discount_pos[exp], val.static_discount_neg[exp]
+    skew_value = value_pair_row[:, _FIRST_SCENARIO + np.flatnonzero(val.is_skew)]
+    discount = np.where(skew_value >= 0.0, pos[:, None], neg[:, None])
+    skew_pnl = -np.abs(discount * skew_value - mark[:, None])
+
+    # Pairs are sorted by account: one CSR row per holder sums its pairs with given weights.
+    first_pair = np.flatnonzero(np.concatenate([[True], acct[1:] != acct[:-1]]))
+    holders = acct[first_pair]
+    indptr = np.append(first_pair, acct.size)
+    columns = np.arange(acct.size)
+
+    def per_holder(weight: FloatArray, pair_values: FloatArray) -> FloatArray:
+        summing = sp.csr_matrix((weight, columns, indptr), shape=(holders.size, acct.size))
+        return np.asarray(summing @ pair_values, dtype=np.float64)
+
+    ones = np.ones(acct.size)
+    basis_acct[holders] = per_holder(ones, basis_pair)
+    linear = per_holder(neg, value_pair_row)
+    np.maximum(value_pair_row, 0.0, out=value_pair_row)
+    pnl = per_holder(pos - neg, value_pair_row)
+    pnl += linear
+    pnl = pnl[:, _FIRST_SCENARIO:]
+    pnl -= per_holder(ones, mark)[:, None]
+    pnl[:, val.is_skew] = per_holder(ones, skew_pnl)
+    pnl *= val.dampening
+    return mtm_acct_exp, basis_acct, holders, pnl
+
+
+def _expiry_pairs(
+    positions: sp.csr_matrix, expiry_of_option: IntArray, n_exp: int
+) -> tuple[IntArray, IntArray, sp.csr_matrix] | None:
+    """Held (account, expiry) pairs sorted by account then expiry, and their positions.
+
+    Returns ``(account, expiry, quantity)`` with ``quantity`` a pairs × options matrix, or
+    ``None`` when nothing is held. When options are listed by expiry (the usual layout) and
+    the positions' indices are sorted, the entries are already in pair order and no sort is
+    needed.
+    """
+    held = positions.tocoo()
+    if held.nnz == 0:
+        return None
+    row = held.row.astype(np.int64)
+    key = row * n_exp + expiry_of_option[held.col]
+    col, data = held.col, held.data
+    if np.any(key[1:] < key[:-1]):
+        order = np.argsort(key, kind="stable")
+        key, col, data = key[order], col[order], data[order]
+    starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
+    pair_key = key[starts]
+    quantity = sp.csr_matrix(
+        (data, col, np.append(starts, key.size)), shape=(starts.size, positions.shape[1])
+    )
+    return (pair_key // n_exp).astype(np.intp), (pair_key % n_exp).astype(np.intp), quantity
 
 
 def _oracle(
@@ -691,20 +748,22 @@ def _oracle(
     also takes its forward / rate / vol confidence; a collateral takes its own and spot's.
     """
     spot = market.spot
-    account_conf = np.where(
-        accounts.perp_position != 0.0,
-        min(market.spot_confidence, market.perp_confidence),
-        market.spot_confidence,
-    )
+    has_perp = accounts.perp_position != 0.0
+    with_perp = min(market.spot_confidence, market.perp_confidence)
+    account_conf = np.where(has_perp, with_perp, market.spot_confidence)
     perp = oracle_contingency(account_conf, np.abs(accounts.perp_position) * spot, cp)
-    n_exp = market.expiries.seconds_to_expiry.size
-    n_opt = market.options.expiry.size
-    by_expiry = sp.csr_matrix(
-        (np.ones(n_opt), (np.arange(n_opt), market.options.expiry)), shape=(n_opt, n_exp)
+    # The account's confidence takes one of two values (with or without a perp), so the
+    # option add-on is the gross option units times a per-option rate for either value.
+    conf_opt = market.expiries.confidence[market.options.expiry]
+    rate_opt = np.stack(
+        [
+            oracle_contingency(np.minimum(conf_opt, conf), np.full(conf_opt.size, spot), cp)
+            for conf in (market.spot_confidence, with_perp)
+        ],
+        axis=1,
     )
-    gross_acct_exp = np.asarray((abs(accounts.options) @ by_expiry).toarray())
-    expiry_conf = np.minimum(market.expiries.confidence[None, :], account_conf[:, None])
-    options = oracle_contingency(expiry_conf, gross_acct_exp * spot, cp).sum(axis=1)
+    by_perp = np.asarray(abs(accounts.options) @ rate_opt, dtype=np.float64)
+    options = np.where(has_perp, by_perp[:, 1], by_perp[:, 0])
     coll_conf = np.minimum(market.collateral_confidence, market.spot_confidence)
     collateral = oracle_contingency(coll_conf[None, :], coll_value, cp).sum(axis=1)
     return np.asarray(perp + options + collateral, dtype=np.float64)
@@ -923,8 +982,8 @@ def derive_pmrm2_book_margin(
 
     The option price grid (grid rows × options) is computed once; accounts are processed in
     chunks of ``chunk_size`` rows to bound memory (each chunk holds a few
-    ``chunk_size × n_scenarios`` arrays per expiry). Results equal
-    :func:`derive_pmrm2_margin` applied to each account.
+    ``chunk_size × n_scenarios`` arrays and one ``held pairs × grid rows`` array, float64).
+    Results equal :func:`derive_pmrm2_margin` applied to each account.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive number of accounts, got {chunk_size}")

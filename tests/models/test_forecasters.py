@@ -190,3 +190,17 @@ def test_linear_constraints_with_jacobians_equal_arch_constraints() -> None:
         assert ours["type"] == theirs["type"] == "ineq"
         assert ours["fun"](x) == pytest.approx(theirs["fun"](x), rel=1e-12)
         np.testing.assert_array_equal(ours["jac"](x), row)
+
+
+def test_least_squares_matches_sklearn_linear_regression() -> None:
+    from sklearn.linear_model import LinearRegression
+
+    from models.logtarget import LeastSquares
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(400, 4))
+    y = X @ np.array([0.3, -1.0, 2.0, 0.1]) + 0.7 + rng.normal(size=400)
+    ours, ref = LeastSquares().fit(X, y), LinearRegression().fit(X, y)
+    np.testing.assert_allclose(ours.coef_, ref.coef_, rtol=1e-10)
+    assert ours.intercept_ == pytest.approx(ref.intercept_, rel=1e-10)
+    np.testing.assert_allclose(ours.predict(X), ref.predict(X), rtol=1e-10)
