@@ -197,8 +197,10 @@ def chart_pngs(
         for ax, h in zip(axes, horizons, strict=True):
             f = forecasts[h].xs(symbol, level="symbol")
             y = realized[h].xs(symbol, level="symbol")
-            ax.plot(y.index, y.to_numpy(), color="0.7", lw=0.6, label="realized")
-            ax.plot(f.index, f.to_numpy(), color="C0", lw=0.9, label=f"{model} forecast")
+            # Naive datetime64 (UTC) converts far faster than tz-aware timestamps.
+            x = pd.DatetimeIndex(f.index).tz_localize(None).to_numpy()
+            ax.plot(x, y.to_numpy(), color="0.7", lw=0.6, label="realized")
+            ax.plot(x, f.to_numpy(), color="C0", lw=0.9, label=f"{model} forecast")
             ax.set_yscale("log")
             ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=True))
             ax.yaxis.set_minor_locator(NullLocator())
@@ -211,17 +213,9 @@ def chart_pngs(
     return out
 
 
-def _all_charts(result: EvaluationResult, n_jobs: int) -> dict[str, dict[str, bytes]]:
-    """Charts of every model (``model → symbol → PNG``), in parallel processes if asked."""
-    models = list(result.walk.models)
-    jobs = [(m, *_chart_inputs(result, m)) for m in models]
-    if n_jobs > 1 and len(models) > 1:
-        from joblib import Parallel, delayed
-
-        done = Parallel(n_jobs=n_jobs)(delayed(chart_pngs)(*job) for job in jobs)
-    else:
-        done = [chart_pngs(*job) for job in jobs]
-    return dict(zip(models, done, strict=True))
+def _all_charts(result: EvaluationResult) -> dict[str, dict[str, bytes]]:
+    """Charts of every model: ``model → symbol → PNG``."""
+    return {m: chart_pngs(m, *_chart_inputs(result, m)) for m in result.walk.models}
 
 
 def log_evaluation(
@@ -230,7 +224,6 @@ def log_evaluation(
     experiment: str = EXPERIMENT,
     register: bool = True,
     log_models: bool = True,
-    n_jobs: int = 1,
 ) -> TrackingInfo:
     """Log an evaluation to MLflow and register champion and challenger per horizon.
 
@@ -247,8 +240,6 @@ def log_evaluation(
         as ``xmargin-vol-h1`` / ``xmargin-vol-h7``.
     log_models : bool
         Log each fitted model (pyfunc; LightGBM also in its own flavour).
-    n_jobs : int
-        Processes drawing the charts (the PNGs are the same for any number).
     """
     import mlflow
     from mlflow import MlflowClient
@@ -289,7 +280,7 @@ def log_evaluation(
         panel.reset_index(), name=f"daily_panel_{digest}", targets="target_rv_h1"
     )
     pins = pip_requirements()
-    pngs = _all_charts(result, n_jobs)
+    pngs = _all_charts(result)
     model_runs: dict[str, str] = {}
     model_uris: dict[tuple[str, int], str] = {}
     with mlflow.start_run(
