@@ -15,6 +15,8 @@ import hashlib
 import os
 import subprocess
 import tempfile
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -386,3 +388,74 @@ def _register(
             client.set_tag(model_runs[model], f"{alias}_h{h}_reason", sel.reason)
             out[name][alias] = str(mv.version)
     return out
+
+
+PARAMETERS_EXPERIMENT = "xmargin-parameters"
+
+
+def log_parameter_run(
+    *,
+    as_of: str,
+    params: Mapping[str, str],
+    metrics: Mapping[str, float],
+    artifacts: Mapping[str, bytes],
+    tags: Mapping[str, str] | None = None,
+    experiment: str = PARAMETERS_EXPERIMENT,
+) -> str:
+    """Log one published parameter set as a run of the parameters experiment.
+
+    One run per set, named ``parameters <as_of>``, so a risk team compares breach rates,
+    Kupiec p-values and margin levels across days in the MLflow UI.
+
+    Parameters
+    ----------
+    as_of : str
+        The parameter set's as-of date (ISO).
+    params : Mapping[str, str]
+        Run parameters (champion, confidences, horizon, parameter-set id, data digest).
+    metrics : Mapping[str, float]
+        Flat metrics, e.g. ``margin.backtest.backtest_metrics`` (``bt_breach_rate_IM_long_BTC``)
+        and the scan ranges; non-finite values are left out.
+    artifacts : Mapping[str, bytes]
+        Files to attach under ``report/`` (file name → content).
+    tags : Mapping[str, str], optional
+        Extra tags (e.g. the forecasting run the parameters came from).
+    experiment : str
+        MLflow experiment name.
+
+    Returns
+    -------
+    str
+        The run id.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = tracking_uri()
+    client = MlflowClient(uri, uri)
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = (
+        found.experiment_id
+        if found is not None
+        else client.create_experiment(experiment, artifact_location=artifact_location(uri))
+    )
+    run = client.create_run(
+        experiment_id,
+        run_name=f"parameters {as_of}",
+        tags={"kind": "parameters", "as_of": as_of, **(tags or {})},
+    )
+    run_id: str = run.info.run_id
+    finite = {k: float(v) for k, v in metrics.items() if np.isfinite(v)}
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run_id,
+        metrics=[mlflow.entities.Metric(k, v, now, 0) for k, v in sorted(finite.items())],
+        params=[mlflow.entities.Param(k, str(v)) for k, v in sorted(params.items())],
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for name, content in artifacts.items():
+            (folder / name).write_bytes(content)
+        client.log_artifacts(run_id, str(folder), "report")
+    client.set_terminated(run_id)
+    return run_id

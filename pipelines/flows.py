@@ -168,7 +168,7 @@ def _update(cfg: XmarginConfig, as_of: dt.date | None) -> RunOutcome:
     advance(STEPS[8])
     report_html, charts = tasks.build_report(comparison, backtest, params, horizon)
     run_folder = tasks.write_run_folder(cfg, day, published, backtest, comparison, report_html)
-    tasks.log_report_artifacts(tracked, charts, report_html, cfg)
+    tasks.log_parameter_run(tracked, params, backtest.summary, charts, report_html, cfg)
     advance("done")
     return RunOutcome(
         as_of=day.isoformat(),

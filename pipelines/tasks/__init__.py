@@ -54,7 +54,7 @@ from pipelines.tasks.reporting import (
     margin_path_frame,
     write_run_folder,
 )
-from pipelines.tasks.tracking import Tracked, log_report_artifacts, track_models
+from pipelines.tasks.tracking import Tracked, log_parameter_run, track_models
 
 __all__ = [
     "IO_BACKOFF",
@@ -79,7 +79,7 @@ __all__ = [
     "load_history",
     "load_parameters",
     "load_previous_parameters",
-    "log_report_artifacts",
+    "log_parameter_run",
     "margin_path_frame",
     "margin_shard",
     "methodology_from_parameters",

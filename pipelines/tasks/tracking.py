@@ -15,6 +15,7 @@ from pipelines.config import XmarginConfig
 from pipelines.tasks.common import IO_BACKOFF, IO_RETRIES, package_digest
 
 if TYPE_CHECKING:
+    from margin.parameters import ParameterSet
     from pipelines.tasks.forecasting import ModelComparison
 
 
@@ -83,32 +84,49 @@ def track_models(
 
 
 @task(
-    name="log-report-artifacts",
+    name="log-parameter-run",
     cache_policy=NO_CACHE,
     retries=IO_RETRIES,
     retry_delay_seconds=IO_BACKOFF,
 )
-def log_report_artifacts(
-    tracked: Tracked, charts: dict[str, bytes], report_html: str, cfg: XmarginConfig
-) -> None:
-    """Attach the report and its charts to the evaluation's parent MLflow run (``report/``).
+def log_parameter_run(
+    tracked: Tracked,
+    params: ParameterSet,
+    backtest_summary: pd.DataFrame,
+    charts: dict[str, bytes],
+    report_html: str,
+    cfg: XmarginConfig,
+) -> str:
+    """Record the published parameter set as a run of the ``xmargin-parameters`` experiment:
+    backtest metrics of the champion, scan ranges per symbol, the report and its charts
+    (``models.tracking.log_parameter_run``)."""
+    import os
 
-    ``models.tracking`` has no call for extra artifacts yet, so this is the one place outside
-    it that talks to MLflow (a single ``log_artifacts``).
-    """
-    if tracked.parent_run_id is None:
-        return
-    import tempfile
+    from margin.backtest import backtest_metrics
+    from models.tracking import log_parameter_run as log_run
 
-    from mlflow import MlflowClient
-
-    client = MlflowClient(cfg.mlflow_tracking_uri, cfg.mlflow_tracking_uri)
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        for name, png in charts.items():
-            (folder / name).write_bytes(png)
-        (folder / "report.html").write_text(report_html, encoding="utf-8")
-        client.log_artifacts(tracked.parent_run_id, str(folder), "report")
-    get_run_logger().info(
-        "Report and %d charts logged to MLflow run %s", len(charts), tracked.parent_run_id
+    os.environ["MLFLOW_TRACKING_URI"] = cfg.mlflow_tracking_uri
+    metrics = backtest_metrics(backtest_summary)
+    for symbol, p in params.underlyings.items():
+        metrics[f"sigma_{symbol}"] = p.sigma
+        metrics[f"scan_im_long_{symbol}"] = p.scan_im.long
+        metrics[f"scan_im_short_{symbol}"] = p.scan_im.short
+        metrics[f"scan_mm_long_{symbol}"] = p.scan_mm.long
+        metrics[f"scan_mm_short_{symbol}"] = p.scan_mm.short
+    run_params = {
+        "as_of": str(params.as_of),
+        "horizon_days": str(params.horizon_days),
+        "im_confidence": str(params.im_confidence),
+        "mm_confidence": str(params.mm_confidence),
+        "symbols": ",".join(sorted(params.underlyings)),
+    }
+    tags = {} if tracked.parent_run_id is None else {"forecast_run_id": tracked.parent_run_id}
+    artifacts = {**charts, "report.html": report_html.encode("utf-8")}
+    run_id = log_run(
+        as_of=str(params.as_of), params=run_params, metrics=metrics, artifacts=artifacts, tags=tags
     )
+    get_run_logger().info(
+        "MLflow: parameters run %s (%d metrics, report and %d charts)",
+        run_id, len(metrics), len(charts),
+    )  # fmt: skip
+    return run_id

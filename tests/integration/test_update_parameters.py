@@ -64,7 +64,18 @@ def test_champion_is_registered_in_mlflow(
     assert run.info.status == "FINISHED"
     assert run.data.tags["model"] == result["champion"]
     parent = run.data.tags["mlflow.parentRunId"]
-    report = {a.path for a in client.list_artifacts(parent, "report")}
+    # The published set is a run of the parameters experiment, linked to the evaluation.
+    experiment = client.get_experiment_by_name("xmargin-parameters")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], f"tags.as_of = '{AS_OF}'")
+    assert runs, "no parameters run for the as-of date"
+    param_run = runs[0]
+    assert param_run.data.tags["forecast_run_id"] == parent
+    assert param_run.data.params["as_of"] == AS_OF
+    assert "bt_breach_rate_IM_long_BTC" in param_run.data.metrics
+    published_long = params["underlyings"]["BTC"]["scan_im"]["long"]
+    assert param_run.data.metrics["scan_im_long_BTC"] == pytest.approx(published_long, rel=1e-9)
+    report = {a.path for a in client.list_artifacts(param_run.info.run_id, "report")}
     assert {"report/report.html", "report/margin_vs_moves.png"} <= report
 
 
