@@ -226,14 +226,20 @@ STATIC = "static"
 CHAMPION = "champion"
 
 
-class BacktestConfig(BaseModel):
-    """Walk-forward backtest settings (confidences decimal, horizon and windows in days)."""
+class CoverageSettings(BaseModel):
+    """What every backtest measures against: the horizon (days) and the IM / MM coverage
+    (decimal confidences)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     horizon_days: int = Field(1, ge=1, le=30)
     im_confidence: float = Field(0.99, gt=0.5, lt=1)
     mm_confidence: float = Field(0.975, gt=0.5, lt=1)
+
+
+class BacktestConfig(CoverageSettings):
+    """Walk-forward backtest settings (confidences decimal, horizon and windows in days)."""
+
     min_residuals: int = Field(250, ge=20)
     residual_lookback: int | None = Field(None, ge=20)
     min_scan_range: float = Field(0.002, gt=0, lt=0.5)

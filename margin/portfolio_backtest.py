@@ -43,10 +43,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from margin.apc import STRESS_WINDOWS, stress_mask
-from margin.backtest import christoffersen, kupiec_pof, traffic_light
+from margin.backtest import CoverageSettings, christoffersen, kupiec_pof, traffic_light
 from margin.bridge import scan_grid
 from margin.calibration import DEFAULT_TAIL_MOVES, CalibrationConfig, tail_weights, vol_log_changes
 from margin.methodology import AddOnConfig, Methodology, OffsetConfig
@@ -99,14 +99,9 @@ PORTFOLIO_COLUMNS: tuple[str, ...] = (
 DAYS_PER_YEAR = 365.0
 
 
-class PortfolioBacktestConfig(BaseModel):
+class PortfolioBacktestConfig(CoverageSettings):
     """Portfolio backtest settings (moneyness as decimal log-moneyness, tenor in days)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    horizon_days: int = Field(1, ge=1, le=30)
-    im_confidence: float = Field(0.99, gt=0.5, lt=1)
-    mm_confidence: float = Field(0.975, gt=0.5, lt=1)
     tenor_days: float = Field(30.0, gt=1)
     strangle_width: float = Field(0.10, gt=0, lt=1)
     call_moneyness: float = Field(0.10, ge=0, lt=1)
