@@ -3,11 +3,14 @@
 One underlying per book: every account holds cash, one perpetual position, options grouped
 by expiry and collateral assets (some of them *risk-cancelling*, i.e. shocked with spot).
 The market is valued once: every option in every scenario in one Black-76 call on a
-(grid rows × options) grid, the risk array. The value of every held (account, expiry) pair
-in every row is then one sparse product; the static discount by sign of that value splits
-into a linear part and a part on its positive side, each summed per account with one more
-sparse product, so only the skew ``-|.|`` is finished per pair. Accounts without options
-skip all of it. A single portfolio is a book of one account.
+(grid rows × options) grid, the risk array. The static discount depends on the sign of each
+(account, expiry) value, but a pair holding only longs (only shorts) is never negative
+(positive), so for those pairs the discounted P&L is linear in the positions: one sparse
+product per chunk of accounts gives every holder's scenario P&L, spot exposure included.
+Only pairs holding both longs and shorts are valued one by one for the part of their value
+above zero, and only the mark, basis and skew rows (``-|.|``) are finished per pair.
+Accounts without options never get a scenario row: their worst scenario is found in closed
+form. A single portfolio is a book of one account.
 
 Signs follow Derive: ``im`` and ``mm`` are *collateral value minus requirement*, so a
 negative figure is the amount by which the account is short of margin.
@@ -24,8 +27,9 @@ The formulas are restated in ``docs/methodologies.md`` (section "Derive PMRM_2")
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
+from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
@@ -283,12 +287,19 @@ class DeriveAccounts:
         return int(self.cash.size)
 
     def rows(self, start: int, stop: int) -> DeriveAccounts:
-        """The accounts ``start:stop`` (a view where numpy allows)."""
+        """The accounts ``start:stop`` (views of the arrays, no copy)."""
+        stop = min(stop, self.n_accounts)
+        options = sp.csr_matrix(self.options)  # no copy when already CSR
+        indptr = options.indptr[start : stop + 1]
+        lo, hi = indptr[0], indptr[-1]
         return DeriveAccounts(
             cash=self.cash[start:stop],
             perp_position=self.perp_position[start:stop],
             perp_unrealised=self.perp_unrealised[start:stop],
-            options=sp.csr_matrix(self.options[start:stop]),
+            options=sp.csr_matrix(
+                (options.data[lo:hi], options.indices[lo:hi], indptr - lo),
+                shape=(stop - start, options.shape[1]),
+            ),
             collateral=self.collateral[start:stop],
         )
 
@@ -474,12 +485,74 @@ def _strike_groups(options: OptionSeries) -> tuple[sp.csr_matrix, IntArray]:
     return by_strike, strikes[:, 0].astype(np.intp)
 
 
-def _naked_shorts(positions: sp.csr_matrix, options: OptionSeries) -> FloatArray:
+def _strike_group(options: OptionSeries) -> IntArray:
+    """(expiry, strike) group of every option, numbered in increasing (expiry, strike)."""
+    if options.strike.size == 0:
+        return np.zeros(0, dtype=np.intp)
+    keys = np.stack([options.expiry.astype(np.float64), options.strike], axis=1)
+    return np.unique(keys, axis=0, return_inverse=True)[1].ravel().astype(np.intp)
+
+
+@dataclass(frozen=True)
+class _Holdings:
+    """Option positions as non-zero entries sorted by (account, strike group).
+
+    Strike groups are numbered in (expiry, strike) order, so the entries are also sorted by
+    (account, expiry). ``group_start`` / ``pair_start`` are the positions where a new
+    (account, strike group) / (account, expiry) pair begins.
+    """
+
+    n_accounts: int
+    n_options: int
+    account: IntArray
+    column: IntArray
+    amount: FloatArray
+    group_start: IntArray
+    pair_start: IntArray
+
+
+def _holdings(positions: sp.csr_matrix, options: OptionSeries, strike_group: IntArray) -> _Holdings:
+    """Sort the positions' entries by (account, strike group) (:class:`_Holdings`).
+
+    When each account's columns are sorted and their groups increase with the column
+    (options listed by expiry and strike, the usual layout) no sort is needed.
+    """
+    csr = sp.csr_matrix(positions)
+    n_acct, n_opt = csr.shape
+    account = np.repeat(np.arange(n_acct, dtype=np.intp), np.diff(csr.indptr))
+    column, amount = csr.indices, csr.data
+    n_groups = int(strike_group.max(initial=-1)) + 1
+    key = account.astype(np.int64, copy=False) * n_groups + strike_group[column]
+    if np.any(key[1:] < key[:-1]):
+        order = np.argsort(key, kind="stable")
+        account, column, amount, key = account[order], column[order], amount[order], key[order]
+    new_group = np.concatenate([[True], key[1:] != key[:-1]])
+    expiry = options.expiry[column]
+    new_pair = new_group.copy()
+    new_pair[1:] &= (account[1:] != account[:-1]) | (expiry[1:] != expiry[:-1])
+    return _Holdings(
+        n_accounts=n_acct,
+        n_options=n_opt,
+        account=account,
+        column=column,
+        amount=amount,
+        group_start=np.flatnonzero(new_group),
+        pair_start=np.flatnonzero(new_pair),
+    )
+
+
+def _naked_shorts(held: _Holdings) -> FloatArray:
     """Naked short units per account summed over expiries (see :func:`naked_shorts_per_expiry`)."""
-    if positions.shape[1] == 0:
-        return np.zeros(positions.shape[0])
-    naked = (-(positions @ _strike_groups(options)[0])).maximum(0)
-    return np.asarray(naked.sum(axis=1), dtype=np.float64).ravel()
+    if held.amount.size == 0:
+        return np.zeros(held.n_accounts)
+    group = np.repeat(
+        np.arange(held.group_start.size), np.diff(held.group_start, append=held.amount.size)
+    )
+    net = np.bincount(group, weights=held.amount)
+    naked = np.maximum(-net, 0.0)
+    return np.bincount(
+        held.account[held.group_start], weights=naked, minlength=held.n_accounts
+    ).astype(np.float64)
 
 
 def oracle_contingency(
@@ -513,7 +586,9 @@ class MarketValuation:
 
     ``price_row_opt`` holds the Black-76 value of one unit of every option in every grid row:
     row 0 at the mark, rows 1-2 in the basis scenarios (vol unchanged), then one row per
-    margin scenario in the order of ``params.scenarios``.
+    margin scenario in the order of ``params.scenarios``. ``strike_group`` numbers the
+    (expiry, strike) pairs of the options (calls and puts at one strike share a group), in
+    increasing (expiry, strike) order.
     """
 
     tau_exp: FloatArray
@@ -527,6 +602,47 @@ class MarketValuation:
     spot_shock: FloatArray
     dampening: FloatArray
     is_skew: BoolArray
+    option_expiry: IntArray
+    strike_group: IntArray
+
+    @cached_property
+    def damped_price_opt_scenario(self) -> FloatArray:
+        """One-unit option values in every margin scenario times the scenario's dampening,
+        options × scenarios (C order)."""
+        return np.ascontiguousarray(self.price_row_opt[_FIRST_SCENARIO:].T * self.dampening)
+
+    @cached_property
+    def price_opt_per_pair(self) -> FloatArray:
+        """One-unit option values in the rows finished per (account, expiry) pair.
+
+        Options × (mark, basis up, basis down, then each skew scenario in order), C order.
+        """
+        rows = np.concatenate(
+            [[_MARK, _BASIS_UP, _BASIS_DOWN], _FIRST_SCENARIO + np.flatnonzero(self.is_skew)]
+        )
+        return np.ascontiguousarray(self.price_row_opt[rows].T)
+
+    @cached_property
+    def holder_price_rows(self) -> FloatArray:
+        """Right operand of the per-holder P&L product, (2 options + 1) × scenarios.
+
+        Rows ``(pos_e p - p_mark) d`` for every option (``e`` its expiry, ``p`` its one-unit
+        value in each scenario, ``d`` the dampening), then ``(neg_e p - p_mark) d``, then
+        the exposure row ``(s - 1) d``.
+        """
+        price = self.price_row_opt[_FIRST_SCENARIO:].T
+        mark = self.price_row_opt[_MARK][:, None]
+        expiry = self.option_expiry
+        rows = [
+            (discount[expiry][:, None] * price - mark) * self.dampening
+            for discount in (self.static_discount_pos, self.static_discount_neg)
+        ]
+        return np.ascontiguousarray(np.vstack([*rows, self.linear_pnl[None, :]]))
+
+    @cached_property
+    def linear_pnl(self) -> FloatArray:
+        """Dampened P&L of one USD of spot exposure in each scenario: ``(s - 1) d``."""
+        return np.asarray((self.spot_shock - 1.0) * self.dampening, dtype=np.float64)
 
 
 def value_market(market: DeriveMarket, params: DerivePMRM2Parameters) -> MarketValuation:
@@ -574,6 +690,8 @@ def value_market(market: DeriveMarket, params: DerivePMRM2Parameters) -> MarketV
         spot_shock=spot_shock,
         dampening=np.array([s.dampening for s in scenarios]),
         is_skew=np.array([s.vol_shock.is_skew for s in scenarios], dtype=bool),
+        option_expiry=opt.expiry,
+        strike_group=_strike_group(opt),
     )
 
 
@@ -606,30 +724,299 @@ def account_figures(
     params: DerivePMRM2Parameters,
     valuation: MarketValuation,
 ) -> AccountFigures:
-    """MTM, basis contingency, scenario P&L and add-ons of every account."""
-    _check_shapes(market, accounts)
-    mtm_acct_exp, basis_acct, holders, pnl_holder_scen = _option_pnl(
-        market, accounts, params, valuation
-    )
-    coll_params = [_collateral_params(params, name) for name in market.collateral_names]
-    coll_value = accounts.collateral * (market.collateral_price / market.stable_price)
-    risk_cancelling = np.array([c.risk_cancelling for c in coll_params], dtype=bool)
-    exposure = accounts.perp_position * market.perp_price + coll_value[:, risk_cancelling].sum(1)
-    pnl_acct_scen = np.outer(exposure, (valuation.spot_shock - 1.0) * valuation.dampening)
-    pnl_acct_scen[holders] += pnl_holder_scen
-    mtm = accounts.perp_unrealised + mtm_acct_exp.sum(axis=1) + coll_value.sum(axis=1)
+    """MTM, basis contingency, scenario P&L and add-ons of every account.
 
-    cp, spot = params.contingency, market.spot
-    perp_notional = np.abs(accounts.perp_position) * spot
-    naked_notional = _naked_shorts(accounts.options, market.options) * spot
-    mm_haircut = np.array([c.mm_haircut for c in coll_params])
-    im_haircut = np.array([c.im_haircut for c in coll_params])
+    Every figure is kept, including the dense (accounts × scenarios) P&L; the book path
+    (:func:`derive_pmrm2_book_margin`) reaches the same margins without forming it.
+    """
+    _check_shapes(market, accounts)
+    entries = _holdings(accounts.options, market.options, valuation.strike_group)
+    coll_value, exposure = _collateral_and_exposure(market, accounts, params)
+    held = _holder_figures(market, entries, exposure, params, valuation)
+    n_acct, n_exp = accounts.n_accounts, market.expiries.seconds_to_expiry.size
+    pnl_acct_scen = np.multiply.outer(exposure, valuation.linear_pnl)
+    pnl_acct_scen[held.holders] = held.pnl
+    mtm_acct_exp = np.zeros((n_acct, n_exp))
+    mtm_acct_exp[held.pair_account, held.pair_expiry] = held.pair_mark
+    basis_acct = np.zeros(n_acct)
+    basis_acct[held.holders] = held.basis
+    add = _add_ons(market, accounts, params, entries, coll_value)
     return AccountFigures(
         mtm_acct_exp=mtm_acct_exp,
         basis_acct=basis_acct,
         pnl_acct_scen=pnl_acct_scen,
         collateral_acct_coll=coll_value,
-        mtm_acct=mtm,
+        mtm_acct=_mtm(accounts, coll_value, held),
+        mm_perp=add.mm_perp,
+        im_perp=add.im_perp,
+        mm_option=add.mm_option,
+        im_option=add.im_option,
+        mm_collateral=add.mm_collateral,
+        im_collateral=add.im_collateral,
+        oracle=add.oracle,
+    )
+
+
+@dataclass(frozen=True)
+class _HolderFigures:
+    """Figures of the accounts holding options and of their (account, expiry) pairs.
+
+    ``holders`` are sorted account indices; ``mark`` (option MTM), ``basis`` and the rows of
+    ``pnl`` (holders × scenarios: options and spot exposure, discounted and dampened)
+    follow them. ``pair_*`` describe the held pairs (sorted by account, then expiry) with
+    their option MTM.
+    """
+
+    pair_account: IntArray
+    pair_expiry: IntArray
+    pair_mark: FloatArray
+    holders: IntArray
+    mark: FloatArray
+    basis: FloatArray
+    pnl: FloatArray
+
+
+def _holder_figures(
+    market: DeriveMarket,
+    entries: _Holdings,
+    exposure: FloatArray,
+    params: DerivePMRM2Parameters,
+    val: MarketValuation,
+) -> _HolderFigures:
+    """Option MTM, basis contingency and scenario P&L of the accounts that hold options.
+
+    Per held (account, expiry) pair with value ``V`` in a scenario, the P&L is
+    ``(D(V) V - V_mark) d`` with ``D`` the static discount for the sign of ``V``. Writing
+    ``D(V) V = w V + (pos - neg) max(V, 0)`` with ``w = neg``, and noting that a pair holding
+    only long options never has ``V < 0`` (``w = pos``, no second term) and one holding only
+    shorts never has ``V > 0`` (``w = neg``, no second term):
+
+    - one sparse product gives ``Σ_pairs (w V - V_mark) d + exposure (s - 1) d`` per
+      holder (:func:`_linear_part`), the perp and risk-cancelling collateral included;
+    - only pairs holding both longs and shorts are valued one by one, for
+      ``Σ (pos - neg) max(V d, 0)``;
+    - the mark, the basis contingency and the skew scenarios, where each expiry counts as a
+      loss (``-|.|``, standing for a rotation of the skew the other way), are finished per
+      pair on those few grid rows only.
+
+    Accounts without options cost nothing here.
+    """
+    n_scen = val.dampening.size
+    pairs = _expiry_pairs(entries, market.options.expiry)
+    if pairs is None:
+        none, empty = np.zeros(0, dtype=np.intp), np.zeros(0)
+        return _HolderFigures(none, none, empty, none, empty, empty, np.zeros((0, n_scen)))
+    acct, exp, quantity = pairs
+    pos, neg = val.static_discount_pos[exp], val.static_discount_neg[exp]
+    by_account = _PairsByAccount(acct)
+
+    # Mark, basis and skew per pair (few grid rows), then summed per account.
+    few = np.ascontiguousarray(np.asarray(quantity @ val.price_opt_per_pair).T)  # rows × pairs
+    mark = few[_MARK]
+    finished = np.empty((few.shape[0] - 1, acct.size))
+    finished[0] = mark
+    finished[1] = basis_contingency(
+        mark, few[_BASIS_UP], few[_BASIS_DOWN], val.tau_exp[exp], params.basis
+    )
+    for j in range(3, few.shape[0]):
+        skew_value = few[j]
+        discounted = np.where(skew_value >= 0.0, pos, neg) * skew_value
+        finished[j - 1] = -np.abs(discounted - mark)
+    mark_basis_skew = by_account.sum(finished.T)
+
+    # Discounted, dampened scenario P&L summed per account.
+    n_long, n_short = (
+        np.diff(np.concatenate([[0], np.cumsum(signed)])[quantity.indptr])
+        for signed in (quantity.data > 0.0, quantity.data < 0.0)
+    )
+    pnl = _linear_part(quantity, n_short > 0, exposure[by_account.holders], by_account, val)
+    mixed = np.flatnonzero((n_long > 0) & (n_short > 0))
+    if mixed.size:
+        pnl += _convex_part(quantity, mixed, (pos - neg)[mixed], by_account, val)
+    for j, k in enumerate(np.flatnonzero(val.is_skew)):
+        pnl[:, k] = mark_basis_skew[:, 2 + j] * val.dampening[k]
+    return _HolderFigures(
+        pair_account=acct,
+        pair_expiry=exp,
+        pair_mark=mark,
+        holders=by_account.holders,
+        mark=mark_basis_skew[:, 0],
+        basis=mark_basis_skew[:, 1],
+        pnl=pnl,
+    )
+
+
+def _linear_part(
+    quantity: sp.csr_matrix,
+    discount_is_neg: BoolArray,
+    exposure: FloatArray,
+    by_account: _PairsByAccount,
+    val: MarketValuation,
+) -> FloatArray:
+    """``Σ_pairs (w V - V_mark) d + exposure (s - 1) d`` per holder and scenario.
+
+    ``w`` is the pair's static discount for positive values, or for negative ones where
+    ``discount_is_neg``. Per option and per choice of ``w`` the price row
+    ``(w p - p_mark) d`` is fixed, so one product of a holders × (2 options + 1) sparse
+    matrix (each position in the column of its option and ``w``, then the spot exposure)
+    with those rows and ``(s - 1) d`` gives the sum.
+    """
+    n_opt, n_hold = quantity.shape[1], by_account.holders.size
+    per_holder = np.diff(quantity.indptr[by_account.indptr])  # pairs are contiguous
+    holder = np.repeat(np.arange(n_hold), per_holder)
+    in_neg = np.repeat(discount_is_neg, np.diff(quantity.indptr))
+    # Row h: its positions, then its exposure (one more entry per row).
+    indptr = np.concatenate([[0], np.cumsum(per_holder + 1)])
+    indices = np.empty(indptr[-1], dtype=np.intp)
+    data = np.empty(indptr[-1])
+    at = np.arange(quantity.nnz) + holder
+    indices[at] = quantity.indices + n_opt * in_neg
+    data[at] = quantity.data
+    indices[indptr[1:] - 1] = 2 * n_opt
+    data[indptr[1:] - 1] = exposure
+    operand = _csr(data, indices, indptr, (n_hold, 2 * n_opt + 1))
+    return np.asarray(operand @ val.holder_price_rows, dtype=np.float64)
+
+
+def _convex_part(
+    quantity: sp.csr_matrix,
+    pairs: IntArray,
+    weight: FloatArray,
+    by_account: _PairsByAccount,
+    val: MarketValuation,
+) -> FloatArray:
+    """``Σ weight max(V d, 0)`` per holder and scenario over the given pairs (rows of
+    ``quantity``), ``V`` being each pair's value in every margin scenario, ``d`` its
+    dampening."""
+    value = np.asarray(quantity[pairs] @ val.damped_price_opt_scenario, dtype=np.float64)
+    np.maximum(value, 0.0, out=value)
+    n_hold = by_account.holders.size
+    per_holder = np.bincount(by_account.holder_of_pair[pairs], minlength=n_hold)
+    indptr = np.concatenate([[0], np.cumsum(per_holder)])
+    summing = _csr(weight, np.arange(pairs.size), indptr, (n_hold, pairs.size))
+    return np.asarray(summing @ value, dtype=np.float64)
+
+
+def _csr(
+    data: FloatArray, indices: IntArray, indptr: IntArray, shape: tuple[int, int]
+) -> sp.csr_matrix:
+    """CSR matrix from its arrays, with 32-bit indices when they fit (scipy scans and copies
+    64-bit index arrays to narrow them itself)."""
+    if max(shape[0], shape[1], data.size) < np.iinfo(np.int32).max:
+        indices = indices.astype(np.int32, copy=False)
+        indptr = indptr.astype(np.int32, copy=False)
+    return sp.csr_matrix((data, indices, indptr), shape=shape)
+
+
+class _PairsByAccount:
+    """Pairs sorted by account, grouped per account (a CSR layout of accounts × pairs).
+
+    ``holders`` are the distinct accounts, ``holder_of_pair`` the index into ``holders`` of
+    every pair and ``indptr`` the pair range of every holder.
+    """
+
+    def __init__(self, account: IntArray) -> None:
+        first = np.concatenate([[True], account[1:] != account[:-1]])
+        starts = np.flatnonzero(first)
+        self.holders: IntArray = account[starts]
+        self.holder_of_pair: IntArray = np.cumsum(first, dtype=np.intp) - 1
+        self.indptr: IntArray = np.append(starts, account.size)
+
+    def sum(self, values: FloatArray) -> FloatArray:
+        """Sum of the rows of ``values`` (one per pair) over each holder's pairs."""
+        n_pairs = self.holder_of_pair.size
+        ones = np.ones(n_pairs)
+        summing = _csr(ones, np.arange(n_pairs), self.indptr, (self.holders.size, n_pairs))
+        return np.asarray(summing @ values, dtype=np.float64)
+
+
+def _expiry_pairs(
+    held: _Holdings, expiry_of_option: IntArray
+) -> tuple[IntArray, IntArray, sp.csr_matrix] | None:
+    """Held (account, expiry) pairs sorted by account then expiry, and their positions.
+
+    Returns ``(account, expiry, quantity)`` with ``quantity`` a pairs × options matrix whose
+    rows hold each pair's entries, or ``None`` when nothing is held.
+    """
+    if held.amount.size == 0:
+        return None
+    first = held.pair_start
+    quantity = _csr(
+        held.amount, held.column, np.append(first, held.amount.size), (first.size, held.n_options)
+    )
+    return held.account[first], expiry_of_option[held.column[first]], quantity
+
+
+def _collateral_and_exposure(
+    market: DeriveMarket, accounts: DeriveAccounts, params: DerivePMRM2Parameters
+) -> tuple[FloatArray, FloatArray]:
+    """Collateral values (accounts × assets, stable units) and spot exposure per account.
+
+    The exposure (USD per unit of relative spot move) is the perp notional at the perp price
+    plus the risk-cancelling collateral value; its scenario P&L is ``exposure (s - 1) d``.
+    """
+    coll_params = [_collateral_params(params, name) for name in market.collateral_names]
+    coll_value = accounts.collateral * (market.collateral_price / market.stable_price)
+    risk_cancelling = np.array([c.risk_cancelling for c in coll_params], dtype=bool)
+    exposure = accounts.perp_position * market.perp_price + _sum_columns(
+        coll_value[:, risk_cancelling]
+    )
+    return coll_value, exposure
+
+
+def _sum_columns(values: FloatArray) -> FloatArray:
+    """Row sums of a narrow (accounts × few) array, column by column (faster than ``sum``)."""
+    total = np.zeros(values.shape[0])
+    for j in range(values.shape[1]):
+        total += values[:, j]
+    return total
+
+
+def _mtm(accounts: DeriveAccounts, coll_value: FloatArray, held: _HolderFigures) -> FloatArray:
+    """Mark-to-market per account excluding cash: perp, options and collateral."""
+    mtm = accounts.perp_unrealised + _sum_columns(coll_value)
+    mtm[held.holders] += held.mark
+    return np.asarray(mtm, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class _AddOns:
+    """Contingency add-ons per account (USD, positive); ``im_*`` come on top of ``mm_*``."""
+
+    mm_perp: FloatArray
+    im_perp: FloatArray
+    mm_option: FloatArray
+    im_option: FloatArray
+    mm_collateral: FloatArray
+    im_collateral: FloatArray
+    oracle: FloatArray
+
+    @property
+    def mm_total(self) -> FloatArray:
+        """Every MM add-on."""
+        return self.mm_perp + self.mm_option + self.mm_collateral
+
+    @property
+    def im_extra(self) -> FloatArray:
+        """Every IM add-on on top of the MM ones."""
+        return self.im_perp + self.im_option + self.im_collateral + self.oracle
+
+
+def _add_ons(
+    market: DeriveMarket,
+    accounts: DeriveAccounts,
+    params: DerivePMRM2Parameters,
+    entries: _Holdings,
+    coll_value: FloatArray,
+) -> _AddOns:
+    """Perp, naked-short option, collateral-haircut and oracle add-ons of every account."""
+    cp, spot = params.contingency, market.spot
+    coll_params = [_collateral_params(params, name) for name in market.collateral_names]
+    perp_notional = np.abs(accounts.perp_position) * spot
+    naked_notional = _naked_shorts(entries) * spot
+    mm_haircut = np.array([c.mm_haircut for c in coll_params])
+    im_haircut = np.array([c.im_haircut for c in coll_params])
+    return _AddOns(
         mm_perp=perp_notional * cp.mm_perp_percent,
         im_perp=perp_notional * cp.im_perp_percent,
         mm_option=naked_notional * cp.mm_option_percent,
@@ -638,102 +1025,6 @@ def account_figures(
         im_collateral=coll_value @ im_haircut,
         oracle=_oracle(market, accounts, cp, coll_value),
     )
-
-
-def _option_pnl(
-    market: DeriveMarket,
-    accounts: DeriveAccounts,
-    params: DerivePMRM2Parameters,
-    val: MarketValuation,
-) -> tuple[FloatArray, FloatArray, IntArray, FloatArray]:
-    """Per-expiry MTM, basis contingency and option scenario P&L of the accounts.
-
-    Work is done per held (account, expiry) pair, not per account × expiry: the pair's value
-    ``V`` in every grid row is one sparse product (pairs × options times options × rows).
-    Scenario P&L per pair is ``(D(V) V - V_mark) d`` with ``D`` the static discount for the
-    sign of ``V``. Since ``D(V) V = neg V + (pos - neg) max(V, 0)``, the per-account sums are
-    two sparse products (pairs weighted by ``neg`` and by ``pos - neg`` of their expiry) of
-    ``V`` and of ``max(V, 0)``; only the skew scenarios, where each expiry counts as a loss
-    (``-|.|``, standing for a rotation of the skew the other way), are finished per pair.
-
-    Returns
-    -------
-    mtm_acct_exp, basis_acct : ndarray
-        Option MTM per account and expiry, basis contingency per account.
-    holders, pnl_holder_scen : ndarray
-        The accounts holding options (sorted) and their option P&L per scenario; accounts
-        without options have zero option P&L and cost nothing here.
-    """
-    n_acct, n_exp = accounts.n_accounts, market.expiries.seconds_to_expiry.size
-    mtm_acct_exp = np.zeros((n_acct, n_exp))
-    basis_acct = np.zeros(n_acct)
-    pairs = _expiry_pairs(accounts.options, market.options.expiry, n_exp)
-    if pairs is None:
-        return mtm_acct_exp, basis_acct, np.zeros(0, np.intp), np.zeros((0, val.spot_shock.size))
-    acct, exp, quantity = pairs
-    value_pair_row = np.asarray(quantity @ np.ascontiguousarray(val.price_row_opt.T))
-    mark = value_pair_row[:, _MARK].copy()
-    mtm_acct_exp[acct, exp] = mark
-    basis_pair = basis_contingency(
-        mark,
-        value_pair_row[:, _BASIS_UP],
-        value_pair_row[:, _BASIS_DOWN],
-        val.tau_exp[exp],
-        params.basis,
-    )
-    pos, neg = val.static_discount_pos[exp], val.static_discount_neg[exp]
-    skew_value = value_pair_row[:, _FIRST_SCENARIO + np.flatnonzero(val.is_skew)]
-    discount = np.where(skew_value >= 0.0, pos[:, None], neg[:, None])
-    skew_pnl = -np.abs(discount * skew_value - mark[:, None])
-
-    # Pairs are sorted by account: one CSR row per holder sums its pairs with given weights.
-    first_pair = np.flatnonzero(np.concatenate([[True], acct[1:] != acct[:-1]]))
-    holders = acct[first_pair]
-    indptr = np.append(first_pair, acct.size)
-    columns = np.arange(acct.size)
-
-    def per_holder(weight: FloatArray, pair_values: FloatArray) -> FloatArray:
-        summing = sp.csr_matrix((weight, columns, indptr), shape=(holders.size, acct.size))
-        return np.asarray(summing @ pair_values, dtype=np.float64)
-
-    ones = np.ones(acct.size)
-    basis_acct[holders] = per_holder(ones, basis_pair)
-    linear = per_holder(neg, value_pair_row)
-    np.maximum(value_pair_row, 0.0, out=value_pair_row)
-    pnl = per_holder(pos - neg, value_pair_row)
-    pnl += linear
-    pnl = pnl[:, _FIRST_SCENARIO:]
-    pnl -= per_holder(ones, mark)[:, None]
-    pnl[:, val.is_skew] = per_holder(ones, skew_pnl)
-    pnl *= val.dampening
-    return mtm_acct_exp, basis_acct, holders, pnl
-
-
-def _expiry_pairs(
-    positions: sp.csr_matrix, expiry_of_option: IntArray, n_exp: int
-) -> tuple[IntArray, IntArray, sp.csr_matrix] | None:
-    """Held (account, expiry) pairs sorted by account then expiry, and their positions.
-
-    Returns ``(account, expiry, quantity)`` with ``quantity`` a pairs × options matrix, or
-    ``None`` when nothing is held. When options are listed by expiry (the usual layout) and
-    the positions' indices are sorted, the entries are already in pair order and no sort is
-    needed.
-    """
-    held = positions.tocoo()
-    if held.nnz == 0:
-        return None
-    row = held.row.astype(np.int64)
-    key = row * n_exp + expiry_of_option[held.col]
-    col, data = held.col, held.data
-    if np.any(key[1:] < key[:-1]):
-        order = np.argsort(key, kind="stable")
-        key, col, data = key[order], col[order], data[order]
-    starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
-    pair_key = key[starts]
-    quantity = sp.csr_matrix(
-        (data, col, np.append(starts, key.size)), shape=(starts.size, positions.shape[1])
-    )
-    return (pair_key // n_exp).astype(np.intp), (pair_key % n_exp).astype(np.intp), quantity
 
 
 def _oracle(
@@ -746,12 +1037,13 @@ def _oracle(
 
     The account's confidence is spot's, lowered to the perp's when a perp is held; an expiry
     also takes its forward / rate / vol confidence; a collateral takes its own and spot's.
+    Parts whose confidences are all above the threshold are skipped (they add 0).
     """
     spot = market.spot
-    has_perp = accounts.perp_position != 0.0
     with_perp = min(market.spot_confidence, market.perp_confidence)
-    account_conf = np.where(has_perp, with_perp, market.spot_confidence)
-    perp = oracle_contingency(account_conf, np.abs(accounts.perp_position) * spot, cp)
+    # Without a perp the perp notional is 0, so the perp part needs only the perp's confidence.
+    perp_rate = oracle_contingency(np.array([with_perp]), np.ones(1), cp)[0]
+    total = np.abs(accounts.perp_position) * spot * perp_rate
     # The account's confidence takes one of two values (with or without a perp), so the
     # option add-on is the gross option units times a per-option rate for either value.
     conf_opt = market.expiries.confidence[market.options.expiry]
@@ -762,11 +1054,17 @@ def _oracle(
         ],
         axis=1,
     )
-    by_perp = np.asarray(abs(accounts.options) @ rate_opt, dtype=np.float64)
-    options = np.where(has_perp, by_perp[:, 1], by_perp[:, 0])
+    if np.any(rate_opt != 0.0):
+        positions = accounts.options
+        gross = sp.csr_matrix(
+            (np.abs(positions.data), positions.indices, positions.indptr), shape=positions.shape
+        )
+        by_perp = np.asarray(gross @ rate_opt, dtype=np.float64)
+        total += np.where(accounts.perp_position != 0.0, by_perp[:, 1], by_perp[:, 0])
     coll_conf = np.minimum(market.collateral_confidence, market.spot_confidence)
-    collateral = oracle_contingency(coll_conf[None, :], coll_value, cp).sum(axis=1)
-    return np.asarray(perp + options + collateral, dtype=np.float64)
+    if np.any(coll_conf < cp.confidence_threshold):
+        total += oracle_contingency(coll_conf[None, :], coll_value, cp).sum(axis=1)
+    return total
 
 
 def _check_shapes(market: DeriveMarket, accounts: DeriveAccounts) -> None:
@@ -798,24 +1096,58 @@ def _worst(basis_acct: FloatArray, pnl_acct_scen: FloatArray) -> tuple[FloatArra
     if pnl_acct_scen.shape[1] == 0:
         return basis_acct, np.full(basis_acct.shape, -1, dtype=np.intp)
     index = np.argmin(pnl_acct_scen, axis=1)
-    lowest = pnl_acct_scen[np.arange(index.size), index]
+    lowest = np.take_along_axis(pnl_acct_scen, index[:, None], axis=1)[:, 0]
     by_scenario = lowest < basis_acct
     return np.where(by_scenario, lowest, basis_acct), np.where(by_scenario, index, -1)
 
 
+def _worst_in_book(
+    held: _HolderFigures, exposure: FloatArray, linear_pnl: FloatArray
+) -> tuple[FloatArray, IntArray]:
+    """:func:`_worst` of every account without forming the accounts × scenarios P&L.
+
+    Only option holders have a dense row of scenario P&L; the others are found in closed form
+    (:func:`_worst_of_exposure`).
+    """
+    worst, index = _worst_of_exposure(exposure, linear_pnl)
+    if held.holders.size:
+        worst[held.holders], index[held.holders] = _worst(held.basis, held.pnl)
+    return worst, index
+
+
+def _worst_of_exposure(exposure: FloatArray, linear_pnl: FloatArray) -> tuple[FloatArray, IntArray]:
+    """:func:`_worst` for accounts whose scenario P&L is ``exposure * linear_pnl`` (basis 0).
+
+    Multiplying by a positive number keeps the order of the scenarios, so a long exposure
+    loses most in the scenario of lowest ``linear_pnl`` and a short one in that of highest.
+    Scenarios within a relative 1e-9 of that extreme are compared exactly, so that ties break
+    to the first scenario as a dense search would (for exposures whose products with the
+    factors do not underflow, i.e. above ~1e-300 USD).
+    """
+    worst, index = np.zeros(exposure.size), np.full(exposure.size, -1, dtype=np.intp)
+    for side, extreme in ((exposure > 0.0, linear_pnl.min()), (exposure < 0.0, linear_pnl.max())):
+        near = np.flatnonzero(np.abs(linear_pnl - extreme) <= 1e-9 * abs(extreme))
+        accounts = np.flatnonzero(side)
+        pnl = np.multiply.outer(exposure[accounts], linear_pnl[near])
+        at = np.argmin(pnl, axis=1)
+        lowest = np.take_along_axis(pnl, at[:, None], axis=1)[:, 0]
+        loss = lowest < 0.0
+        worst[accounts[loss]] = lowest[loss]
+        index[accounts[loss]] = near[at[loss]]
+    return worst, index
+
+
 def _margins(
-    figures: AccountFigures,
-    cash: FloatArray,
+    add: _AddOns,
+    equity: FloatArray,
     worst: FloatArray,
     im_factor: float,
     mm_factor: float,
 ) -> tuple[FloatArray, FloatArray]:
-    """(IM, MM) per account from the figures and the worst loss."""
-    mm_add = figures.mm_perp + figures.mm_option + figures.mm_collateral
-    im_add = figures.im_perp + figures.im_option + figures.im_collateral + figures.oracle
-    equity = figures.mtm_acct + cash
+    """(IM, MM) per account from equity (MTM + cash), the worst loss and the add-ons."""
+    mm_add = add.mm_total
     mm = equity + mm_factor * worst - mm_add
-    im = equity + im_factor * worst - mm_add - im_add
+    im = equity + im_factor * worst - mm_add - add.im_extra
     return im, mm
 
 
@@ -933,7 +1265,16 @@ def derive_pmrm2_margin(
     worst, worst_index = _worst(fig.basis_acct, fig.pnl_acct_scen)
     mm_factor = params.margin.mm_factor
     im_factor = depeg_im_factor(market.stable_price, params.margin, params.contingency)
-    im, mm = _margins(fig, np.array([portfolio.cash]), worst, im_factor, mm_factor)
+    add = _AddOns(
+        fig.mm_perp,
+        fig.im_perp,
+        fig.mm_option,
+        fig.im_option,
+        fig.mm_collateral,
+        fig.im_collateral,
+        fig.oracle,
+    )
+    im, mm = _margins(add, fig.mtm_acct + portfolio.cash, worst, im_factor, mm_factor)
     mtm_exp = fig.mtm_acct_exp[0]
     opt_exp = market.options.expiry
     discount_at_mark = np.where(mtm_exp >= 0.0, val.static_discount_pos, val.static_discount_neg)
@@ -981,8 +1322,10 @@ def derive_pmrm2_book_margin(
     """IM and MM of many accounts sharing one market snapshot.
 
     The option price grid (grid rows × options) is computed once; accounts are processed in
-    chunks of ``chunk_size`` rows to bound memory (each chunk holds a few
-    ``chunk_size × n_scenarios`` arrays and one ``held pairs × grid rows`` array, float64).
+    chunks of ``chunk_size`` rows to bound memory (float64 arrays of held pairs × 5 grid
+    rows, mixed long/short pairs × scenarios and option holders × scenarios per chunk).
+    Only accounts holding options get a row of scenario P&L: for the others the P&L is their
+    spot exposure times a per-scenario factor and the worst scenario is found in closed form.
     Results equal :func:`derive_pmrm2_margin` applied to each account.
     """
     if chunk_size < 1:
@@ -990,15 +1333,28 @@ def derive_pmrm2_book_margin(
     val = value_market(market, params)
     mm_factor = params.margin.mm_factor
     im_factor = depeg_im_factor(market.stable_price, params.margin, params.contingency)
-    parts: list[tuple[FloatArray, FloatArray, FloatArray, FloatArray, IntArray]] = []
-    for start in range(0, accounts.n_accounts, chunk_size):
-        chunk = accounts.rows(start, start + chunk_size)
-        fig = account_figures(market, chunk, params, val)
-        worst, worst_index = _worst(fig.basis_acct, fig.pnl_acct_scen)
-        im, mm = _margins(fig, chunk.cash, worst, im_factor, mm_factor)
-        parts.append((im, mm, fig.mtm_acct, worst, worst_index))
-    if not parts:
-        empty = np.zeros(0)
-        return DeriveBookMargin(empty, empty, empty, empty, np.zeros(0, dtype=np.intp))
-    im, mm, mtm, worst, index = (np.concatenate(col) for col in zip(*parts, strict=True))
-    return DeriveBookMargin(im=im, mm=mm, mtm=mtm, worst_loss=worst, worst_scenario=index)
+    _check_shapes(market, accounts)
+    accounts = replace(accounts, options=sp.csr_matrix(accounts.options))  # rows sliced below
+    n = accounts.n_accounts
+    out = DeriveBookMargin(
+        im=np.empty(n),
+        mm=np.empty(n),
+        mtm=np.empty(n),
+        worst_loss=np.empty(n),
+        worst_scenario=np.empty(n, dtype=np.intp),
+    )
+    for start in range(0, n, chunk_size):
+        rows = slice(start, min(start + chunk_size, n))
+        chunk = accounts.rows(rows.start, rows.stop)
+        entries = _holdings(chunk.options, market.options, val.strike_group)
+        coll_value, exposure = _collateral_and_exposure(market, chunk, params)
+        held = _holder_figures(market, entries, exposure, params, val)
+        out.worst_loss[rows], out.worst_scenario[rows] = _worst_in_book(
+            held, exposure, val.linear_pnl
+        )
+        out.mtm[rows] = _mtm(chunk, coll_value, held)
+        add = _add_ons(market, chunk, params, entries, coll_value)
+        out.im[rows], out.mm[rows] = _margins(
+            add, out.mtm[rows] + chunk.cash, out.worst_loss[rows], im_factor, mm_factor
+        )
+    return out
