@@ -9,7 +9,7 @@ PACKAGES := features models margin pipelines
 
 setup:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --user --quiet uv
-	@$(UV) sync --frozen --quiet
+	@$(UV) sync --frozen --quiet --compile-bytecode
 
 run: setup
 	$(RUN) xmargin data sync

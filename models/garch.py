@@ -50,6 +50,19 @@ def _linear_constraints(a: np.ndarray, b: np.ndarray) -> list[dict[str, Any]]:
     return out
 
 
+def _skip_volatility_grid(model: Any, previous: np.ndarray) -> None:
+    """Skip arch's grid search for volatility starting values when they are given.
+
+    ``fit`` runs the volatility process's ``starting_values`` (a likelihood grid search,
+    about 40 % of a warm-started fit) even when ``starting_values`` are passed; the grid's
+    result then only feeds the distribution's bounds, which are constant for Student-t.
+    Returning the given volatility parameters instead leaves the optimisation, and so the
+    fitted parameters, unchanged (a test compares them bit for bit).
+    """
+    volatility = np.array(previous[1:-1], dtype=float)  # [mu, <volatility>, nu]
+    model.volatility.starting_values = lambda resids: volatility.copy()
+
+
 def _pct_returns(group: pd.DataFrame) -> pd.Series:
     """Percent log returns indexed by date; missing returns (listing day, outages) are 0."""
     r = group["ret"].astype(float).fillna(0.0) * 100.0
@@ -105,12 +118,15 @@ class GARCHForecaster(BaseForecaster):
                 r = _pct_returns(g)
                 if len(r) < self.min_obs:
                     raise ValueError(f"only {len(r)} observations")
+                model = self._model(r)
+                if prev is not None:
+                    _skip_volatility_grid(model, prev)
                 with (
                     warnings.catch_warnings(),
                     mock.patch("arch.univariate.base.constraint", _linear_constraints),
                 ):
                     warnings.simplefilter("ignore")
-                    res = self._model(r).fit(disp="off", starting_values=prev, show_warning=False)
+                    res = model.fit(disp="off", starting_values=prev, show_warning=False)
                 p = np.asarray(res.params, dtype=float)
                 if res.convergence_flag != 0 or not np.all(np.isfinite(p)):
                     raise ValueError(f"optimizer flag {res.convergence_flag}")

@@ -77,7 +77,7 @@ def run_evaluation(
     if log_mlflow:
         from models.tracking import log_evaluation, tracking_uri
 
-        info = log_evaluation(result, panel)
+        info = log_evaluation(result, panel, n_jobs=n_jobs)
         console.print(f"MLflow: parent run {info.parent_run_id} in {tracking_uri()}")
     if write_docs is not None:
         write_results_section(Path(write_docs), results_markdown(result))

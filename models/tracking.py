@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -183,7 +184,9 @@ def chart_pngs(
     """One PNG per symbol: h-day forecast vs realized variance (decimal), per horizon.
 
     Drawn with fixed margins, major log ticks only and plain-text tick labels: tight layout,
-    minor log ticks and math-text labels made charts the costliest part of logging.
+    minor log ticks and math-text labels made charts the costliest part of logging. One
+    figure is drawn per model and its lines, limits and title are updated for each symbol,
+    which saves building a figure per chart.
     """
     import io
 
@@ -191,16 +194,22 @@ def chart_pngs(
     from matplotlib.ticker import LogFormatter, NullLocator
 
     horizons = list(forecasts)
+    fig = Figure(figsize=(9, 2.6 * len(horizons)))
+    fig.subplots_adjust(left=0.09, right=0.98, top=0.9, bottom=0.08, hspace=0.3)
+    axes = fig.subplots(len(horizons), 1, squeeze=False)[:, 0]
     out: dict[str, bytes] = {}
     for symbol in forecasts[horizons[0]].index.unique(level="symbol"):
-        fig = Figure(figsize=(9, 2.6 * len(horizons)))
-        fig.subplots_adjust(left=0.09, right=0.98, top=0.9, bottom=0.08, hspace=0.3)
-        axes = fig.subplots(len(horizons), 1, squeeze=False)[:, 0]
         for ax, h in zip(axes, horizons, strict=True):
             f = forecasts[h].xs(symbol, level="symbol")
             y = realized[h].xs(symbol, level="symbol")
             # Naive datetime64 (UTC) converts far faster than tz-aware timestamps.
             x = pd.DatetimeIndex(f.index).tz_localize(None).to_numpy()
+            if ax.lines:
+                ax.lines[0].set_data(x, y.to_numpy())
+                ax.lines[1].set_data(x, f.to_numpy())
+                ax.relim()
+                ax.autoscale_view()
+                continue
             ax.plot(x, y.to_numpy(), color="0.7", lw=0.6, label="realized")
             ax.plot(x, f.to_numpy(), color="C0", lw=0.9, label=f"{model} forecast")
             ax.set_yscale("log")
@@ -215,9 +224,53 @@ def chart_pngs(
     return out
 
 
-def _all_charts(result: EvaluationResult) -> dict[str, dict[str, bytes]]:
+class ChartJobs:
+    """Every model's charts, drawn in the background while the caller logs to MLflow.
+
+    With ``n_jobs > 1`` the models are drawn in forked worker processes
+    (:func:`models.walkforward.process_pool`); otherwise each model is drawn on first
+    request. A chart depends only on its own model's forecasts, so the PNGs are
+    byte-identical either way.
+    """
+
+    def __init__(self, result: EvaluationResult, n_jobs: int = 1) -> None:
+        import matplotlib.figure  # noqa: F401  (imported once here, not in every worker)
+
+        self._inputs = {m: _chart_inputs(result, m) for m in result.walk.models}
+        self._done: dict[str, dict[str, bytes]] = {}
+        self._futures: dict[str, Future[dict[str, bytes]]] = {}
+        self._pool: ProcessPoolExecutor | None = None
+        if n_jobs > 1 and len(self._inputs) > 1:
+            from models.walkforward import process_pool
+
+            self._pool = pool = process_pool(min(n_jobs, len(self._inputs)))
+            self._futures = {m: pool.submit(chart_pngs, m, *a) for m, a in self._inputs.items()}
+            pool.shutdown(wait=False)  # the workers exit once the charts are drawn
+
+    def get(self, model: str) -> dict[str, bytes]:
+        """``symbol → PNG`` of one model (waits for it if it is still being drawn)."""
+        if model not in self._done:
+            future = self._futures.get(model)
+            self._done[model] = (
+                future.result() if future is not None else chart_pngs(model, *self._inputs[model])
+            )
+        return self._done[model]
+
+    def all(self) -> dict[str, dict[str, bytes]]:
+        """``model → symbol → PNG`` of every model (then the workers are joined)."""
+        out = {m: self.get(m) for m in self._inputs}
+        self.close()
+        return out
+
+    def close(self) -> None:
+        """Wait for the worker processes to exit."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+
+def _all_charts(result: EvaluationResult, n_jobs: int = 1) -> dict[str, dict[str, bytes]]:
     """Charts of every model: ``model → symbol → PNG``."""
-    return {m: chart_pngs(m, *_chart_inputs(result, m)) for m in result.walk.models}
+    return ChartJobs(result, n_jobs).all()
 
 
 def log_evaluation(
@@ -226,6 +279,7 @@ def log_evaluation(
     experiment: str = EXPERIMENT,
     register: bool = True,
     log_models: bool = True,
+    n_jobs: int = 1,
 ) -> TrackingInfo:
     """Log an evaluation to MLflow and register champion and challenger per horizon.
 
@@ -242,10 +296,14 @@ def log_evaluation(
         as ``xmargin-vol-h1`` / ``xmargin-vol-h7``.
     log_models : bool
         Log each fitted model (pyfunc; LightGBM also in its own flavour).
+    n_jobs : int
+        Processes drawing the charts while this one logs (1 draws them here).
     """
     import mlflow
     from mlflow import MlflowClient
 
+    # Started first: the chart workers fork before any connection to the store is open.
+    charts = ChartJobs(result, n_jobs)
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -282,7 +340,6 @@ def log_evaluation(
         panel.reset_index(), name=f"daily_panel_{digest}", targets="target_rv_h1"
     )
     pins = pip_requirements()
-    pngs = _all_charts(result)
     model_runs: dict[str, str] = {}
     model_uris: dict[tuple[str, int], str] = {}
     with mlflow.start_run(
@@ -339,12 +396,11 @@ def log_evaluation(
                     _model_frame(result, model).to_parquet(
                         folder / "forecasts.parquet", index=False
                     )
-                    mlflow.log_artifact(str(folder / "forecasts.parquet"))
-                    charts = folder / "charts"
-                    charts.mkdir()
-                    for symbol, png in pngs[model].items():
-                        (charts / f"{symbol}.png").write_bytes(png)
-                    mlflow.log_artifacts(str(charts), "charts")
+                    (folder / "charts").mkdir()
+                    for symbol, png in charts.get(model).items():
+                        (folder / "charts" / f"{symbol}.png").write_bytes(png)
+                    mlflow.log_artifacts(tmp)  # forecasts.parquet and charts/ in one copy
+        charts.close()
         registered = _register(client, result, model_uris, model_runs) if register else {}
     return TrackingInfo(experiment_id, parent.info.run_id, model_runs, registered)
 
@@ -359,8 +415,10 @@ def _log_lightgbm(fitted: BaseForecaster, horizon: int, pins: list[str]) -> None
     for (key, h), reg in regressors.items():
         if h == horizon:
             suffix = "" if key == "*" else f"_{key}"
+            # The booster (LightGBM's own text format), not the scikit-learn wrapper: no
+            # pickle, and no import of MLflow's scikit-learn flavour (seconds per run).
             mlflow.lightgbm.log_model(
-                reg.estimator_, name=f"lightgbm_h{h}{suffix}", pip_requirements=pins
+                reg.estimator_.booster_, name=f"lightgbm_h{h}{suffix}", pip_requirements=pins
             )
 
 
@@ -459,3 +517,120 @@ def log_parameter_run(
         client.log_artifacts(run_id, str(folder), "report")
     client.set_terminated(run_id)
     return run_id
+
+
+# --- backtest runs ---
+
+BACKTEST_EXPERIMENT = "xmargin-backtest"
+
+
+@dataclass(frozen=True)
+class BacktestTracking:
+    """Identifiers of a logged backtest: the parent run and one nested run per model."""
+
+    experiment_id: str
+    parent_run_id: str
+    model_run_ids: dict[str, str]
+
+
+def log_backtest_run(
+    *,
+    run_name: str,
+    params: Mapping[str, object],
+    metrics: Mapping[str, float],
+    model_metrics: Mapping[str, Mapping[str, float]],
+    artifacts: Mapping[str, Path],
+    tags: Mapping[str, str] | None = None,
+    model_tags: Mapping[str, Mapping[str, str]] | None = None,
+    experiment: str = BACKTEST_EXPERIMENT,
+) -> BacktestTracking:
+    """Log one ``xmargin backtest`` invocation: a parent run and one nested run per model.
+
+    Every run gets its metrics and parameters in one batch call (``MlflowClient.log_batch``);
+    the parent holds the artifacts. A failure marks the runs ``FAILED`` and re-raises.
+
+    Parameters
+    ----------
+    run_name : str
+        Name of the parent run (e.g. ``backtest 2022-01-01..2024-12-31``).
+    params : Mapping[str, object]
+        Settings of the invocation (windows, confidences, horizon, APC, data digest, code
+        version); logged on the parent and on every nested run, as strings.
+    metrics : Mapping[str, float]
+        Metrics of the parent (pooled figures, APC variants, portfolios).
+    model_metrics : Mapping[str, Mapping[str, float]]
+        Model name (a forecaster, ``static``, ``champion``) → its metrics, e.g.
+        ``margin.backtest.run_metrics`` (``breach_rate_BTC_IM_long``); one nested run each,
+        named after the model. Non-finite values are left out.
+    artifacts : Mapping[str, Path]
+        Artifact path in the parent run (``backtest_summary.csv``, ``charts/x.png``) → file.
+    tags : Mapping[str, str], optional
+        Tags of the parent (champion, champion rule and reason, window).
+    model_tags : Mapping[str, Mapping[str, str]], optional
+        Extra tags per nested run.
+    experiment : str
+        MLflow experiment name.
+
+    Returns
+    -------
+    BacktestTracking
+        Experiment id, parent run id and run id per model.
+    """
+    import shutil
+
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    uri = tracking_uri()
+    client = MlflowClient(uri, uri)
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = (
+        found.experiment_id
+        if found is not None
+        else client.create_experiment(experiment, artifact_location=artifact_location(uri))
+    )
+    base_tags = {"kind": "backtest", **(tags or {})}
+    run_params = [Param(k, str(v)) for k, v in sorted(params.items())]
+    now = int(time.time() * 1000)
+
+    def batch(values: Mapping[str, float]) -> list[Metric]:
+        finite = {k: float(v) for k, v in values.items() if np.isfinite(v)}
+        return [Metric(k, v, now, 0) for k, v in sorted(finite.items())]
+
+    parent = client.create_run(experiment_id, run_name=run_name, tags=base_tags)
+    parent_id: str = parent.info.run_id
+    open_runs = [parent_id]
+    try:
+        client.log_batch(parent_id, metrics=batch(metrics), params=run_params)
+        model_runs: dict[str, str] = {}
+        for model, values in model_metrics.items():
+            child_tags = {
+                **base_tags,
+                "mlflow.parentRunId": parent_id,
+                "kind": "backtest_model",
+                "model": model,
+                **(model_tags or {}).get(model, {}),
+            }
+            child = client.create_run(experiment_id, run_name=model, tags=child_tags)
+            run_id: str = child.info.run_id
+            open_runs.append(run_id)
+            client.log_batch(
+                run_id,
+                metrics=batch(values),
+                params=[*run_params, Param("model", model)],
+            )
+            model_runs[model] = run_id
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            for name, source in artifacts.items():
+                target = folder / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
+            client.log_artifacts(parent_id, str(folder))
+    except BaseException:
+        for run_id in open_runs:
+            client.set_terminated(run_id, status="FAILED")
+        raise
+    for run_id in reversed(open_runs):
+        client.set_terminated(run_id)
+    return BacktestTracking(experiment_id, parent_id, model_runs)

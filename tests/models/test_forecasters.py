@@ -178,6 +178,45 @@ def test_garch_family_fit_matches_arch_own_fit(
     np.testing.assert_allclose(mine, ref, rtol=2e-3, atol=2e-4)
 
 
+@pytest.mark.parametrize("cls", [GARCHForecaster, GJRForecaster, EGARCHForecaster])
+def test_warm_refit_skips_the_starting_value_grid_and_finds_the_same_parameters(
+    cls: type[GARCHForecaster], sim_panel: pd.DataFrame
+) -> None:
+    """Skipping arch's volatility grid search on a warm start moves no parameter at all."""
+    import warnings
+    from unittest import mock
+
+    from models.garch import _linear_constraints, _skip_volatility_grid
+
+    group = sim_panel.xs("ETH", level="symbol", drop_level=False)
+    dates = group.index.get_level_values("date")
+    previous = cls(warm_start=False).fit(group[dates <= dates[400]]).params_["ETH"]
+    assert previous is not None
+    returns = _pct_returns(group[dates <= dates[500]])
+    fits = []
+    for skip in (False, True):
+        model = arch_model(returns, mean="Constant", vol=cls.vol, p=1, o=cls.o, q=1, dist="t")
+        grid = mock.patch.object(
+            type(model.volatility),
+            "starting_values",
+            autospec=True,
+            side_effect=type(model.volatility).starting_values,
+        )
+        if skip:
+            _skip_volatility_grid(model, previous)
+        with (
+            grid as spy,
+            warnings.catch_warnings(),
+            mock.patch("arch.univariate.base.constraint", _linear_constraints),
+        ):
+            warnings.simplefilter("ignore")
+            res = model.fit(disp="off", starting_values=previous, show_warning=False)
+        assert spy.called is not skip
+        fits.append(res.params.to_numpy())
+    np.testing.assert_array_equal(fits[1], fits[0])
+    assert not np.array_equal(fits[0], previous)  # the refit did move from the start
+
+
 def test_linear_constraints_with_jacobians_equal_arch_constraints() -> None:
     from arch.univariate.base import constraint
 

@@ -27,6 +27,7 @@ def small_eval() -> tuple[pd.DataFrame, object]:
             "ewma": make_model("ewma"),
             "garch": make_model("garch"),
             "har": make_model("har"),
+            "lgbm": make_model("lgbm", n_estimators=20),
             "combo": ComboForecaster(members=("ewma", "har")),
         },
         validation_days=60,
@@ -59,7 +60,7 @@ def test_log_evaluation_creates_runs_metrics_artifacts_and_aliases(
     children = client.search_runs(
         [info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{info.parent_run_id}'"
     )
-    assert sorted(r.info.run_name for r in children) == ["combo", "ewma", "garch", "har"]
+    assert sorted(r.info.run_name for r in children) == ["combo", "ewma", "garch", "har", "lgbm"]
     har = client.get_run(info.model_run_ids["har"])
     for key in ("qlike_BTC_h1", "qlike_ALL_h1", "qlike_ALL_h7", "mse_ETH_h7", "in_mcs_ALL_h1"):
         assert np.isfinite(har.data.metrics[key])
@@ -80,6 +81,16 @@ def test_log_evaluation_creates_runs_metrics_artifacts_and_aliases(
         assert challenger.tags["model"] == result.selections[h].challenger  # type: ignore[attr-defined]
         assert champion.tags["reason"]
 
+    import lightgbm
+    import mlflow.lightgbm
+
+    lgbm_run = info.model_run_ids["lgbm"]
+    for h in (1, 7):
+        booster = mlflow.lightgbm.load_model(f"runs:/{lgbm_run}/lightgbm_h{h}")
+        fitted = result.walk.fitted["lgbm"].regressors_[("*", h)].estimator_  # type: ignore[attr-defined]
+        assert isinstance(booster, lightgbm.Booster)
+        assert booster.model_to_string() == fitted.booster_.model_to_string()
+
     model = mlflow.pyfunc.load_model("models:/xmargin-vol-h1@champion")
     out = model.predict(panel.reset_index())
     assert list(out.columns) == ["symbol", "date", "horizon", "variance", "volatility"]
@@ -94,8 +105,27 @@ def test_charts_are_one_deterministic_png_per_model_and_symbol(
 
     _, result = small_eval
     serial = _all_charts(result)  # type: ignore[arg-type]
-    assert set(serial) == {"ewma", "garch", "har", "combo"}
+    assert set(serial) == {"ewma", "garch", "har", "lgbm", "combo"}
     for pngs in serial.values():
         assert set(pngs) == {"BTC", "ETH"}
         assert all(png.startswith(b"\x89PNG\r\n\x1a\n") for png in pngs.values())
     assert _all_charts(result) == serial  # type: ignore[arg-type]
+    # Drawn in worker processes (one reused figure per model): the same bytes.
+    assert _all_charts(result, n_jobs=2) == serial  # type: ignore[arg-type]
+
+
+def test_a_reused_figure_draws_the_same_chart_as_a_fresh_one(
+    small_eval: tuple[pd.DataFrame, object],
+) -> None:
+    from models.tracking import _chart_inputs, chart_pngs
+
+    _, result = small_eval
+    forecasts, realized = _chart_inputs(result, "har")  # type: ignore[arg-type]
+    together = chart_pngs("har", forecasts, realized)
+    for symbol in ("BTC", "ETH"):
+        alone = chart_pngs(
+            "har",
+            {h: s[s.index.get_level_values("symbol") == symbol] for h, s in forecasts.items()},
+            {h: s[s.index.get_level_values("symbol") == symbol] for h, s in realized.items()},
+        )
+        assert alone == {symbol: together[symbol]}
