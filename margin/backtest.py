@@ -426,7 +426,8 @@ class BacktestResult:
     ``summary`` has :data:`SUMMARY_COLUMNS` over the evaluation window (every model, ``static``
     and ``champion``); ``stress`` the same per stress window (extra first column ``window``);
     ``validation`` the rows the champion was chosen on; ``margins[(model, symbol)]`` the daily
-    margin paths (decimal of price) and ``moves[symbol]`` the h-day log moves.
+    margin paths (decimal of price) and ``moves[symbol]`` the h-day log moves; the champion
+    was chosen on ``validation_start`` … ``validation_end`` (inclusive margin dates).
     """
 
     summary: pd.DataFrame
@@ -438,6 +439,8 @@ class BacktestResult:
     moves: Mapping[str, pd.Series]
     start: pd.Timestamp
     end: pd.Timestamp
+    validation_start: pd.Timestamp
+    validation_end: pd.Timestamp
 
 
 def parameter_backtest(
@@ -519,6 +522,87 @@ def parameter_backtest(
         moves=moves,
         start=t0,
         end=t1,
+        validation_start=v0,
+        validation_end=v1,
+    )
+
+
+def margin_vs_static_split(
+    result: BacktestResult,
+    variance: pd.Series,
+    config: BacktestConfig | None = None,
+    level: str = "IM",
+) -> pd.DataFrame:
+    """The champion's average margin over the static one's, split into volatility and tail shape.
+
+    Per symbol and side, in units of ``sd``, the standard deviation of the h-day log moves the
+    static baseline was calibrated on (known before the evaluation window):
+
+    * ``vol_ratio`` — mean forecast σ̂_t over the scored dates / ``sd``;
+    * ``model_quantile`` — mean |q_t| of the standardized-residual quantile behind the scan
+      range (``q_{1-c}`` long, ``q_c`` short);
+    * ``static_quantile`` — |static log-move quantile| / ``sd``;
+    * ``shape_ratio`` — ``model_quantile / static_quantile``;
+    * ``margin_vs_static`` — mean scan range / static scan range (≈ ``vol_ratio × shape_ratio``
+      for small moves).
+
+    Parameters
+    ----------
+    result : BacktestResult
+        A backtest without anti-procyclicality (the raw filtered-historical-simulation path).
+    variance : Series
+        The champion's h-day variance forecasts (decimal), indexed by ``(symbol, date)``.
+    config : BacktestConfig, optional
+        The settings the backtest ran with.
+    level : {"IM", "MM"}
+        Margin level (its confidence).
+    """
+    config = config or BacktestConfig()
+    c, h = config.confidence(level), config.horizon_days
+    rows = []
+    for symbol, moves in sorted(result.moves.items()):
+        if symbol not in variance.index.get_level_values("symbol"):
+            continue
+        var = variance.xs(symbol, level="symbol").astype(float).reindex(moves.index)
+        scan = walk_forward_scan(
+            moves, var, c, h, config.min_residuals, config.residual_lookback, config.min_scan_range
+        )
+        known = moves[moves.index + pd.Timedelta(days=h) < result.start].dropna().to_numpy()
+        if len(known) < 30:
+            continue
+        sd = float(known.std(ddof=1))
+        static_lo, static_hi = np.quantile(known, [1 - c, c])
+        window = _window(moves, result.start, result.end)
+        for side, q, static_q in (("long", "q_low", static_lo), ("short", "q_high", static_hi)):
+            margin = scan.loc[window.index, side]
+            scored = window.notna() & margin.notna()
+            if not scored.any():
+                continue
+            sigma = np.sqrt(var[scored.index[scored]]).mean()
+            model_q = float(scan.loc[scored.index[scored], q].abs().mean())
+            static_scan = -math.expm1(static_q) if side == "long" else math.expm1(static_q)
+            rows.append(
+                {
+                    "symbol": symbol,
+                    "side": side,
+                    "vol_ratio": float(sigma) / sd,
+                    "model_quantile": model_q,
+                    "static_quantile": abs(float(static_q)) / sd,
+                    "shape_ratio": model_q / (abs(float(static_q)) / sd),
+                    "margin_vs_static": float(margin[scored].mean()) / static_scan,
+                }
+            )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "symbol",
+            "side",
+            "vol_ratio",
+            "model_quantile",
+            "static_quantile",
+            "shape_ratio",
+            "margin_vs_static",
+        ],
     )
 
 
@@ -543,4 +627,91 @@ def backtest_metrics(summary: pd.DataFrame, model: str = CHAMPION) -> dict[str, 
             value = getattr(row, stat)
             if value is not None and np.isfinite(value):
                 out[f"bt_{stat}_{row.level}_{row.side}_{row.symbol}"] = float(value)
+    return out
+
+
+#: Per-row statistics of :func:`run_metrics`, named ``<stat>_<SYMBOL>_<LEVEL>_<side>``.
+ROW_METRICS: tuple[str, ...] = (
+    "n",
+    "breaches",
+    "breach_rate",
+    "kupiec_p",
+    "christoffersen_ind_p",
+    "christoffersen_cc_p",
+    "avg_margin",
+    "peak_to_trough",
+    "max_increase_1d",
+    "max_increase_5d",
+    "max_increase_30d",
+)
+
+
+def _finite(value: object) -> float | None:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def run_metrics(
+    summary: pd.DataFrame, model: str, test_level: float = 0.05, prefix: str = ""
+) -> dict[str, float]:
+    """Flat metrics of one model's backtest rows, one name per symbol, level and side.
+
+    Parameters
+    ----------
+    summary : DataFrame
+        Rows with :data:`SUMMARY_COLUMNS` (``BacktestResult.summary`` or ``.validation``).
+    model : str
+        Model whose rows to flatten (a forecaster, ``static`` or ``champion``).
+    test_level : float
+        Significance level of the pass counts (decimal, 0.05 = 5%).
+    prefix : str
+        Prepended to every name (``"val_"`` for validation-window rows).
+
+    Returns
+    -------
+    dict of str → float
+        ``<stat>_<SYMBOL>_<LEVEL>_<side>`` for every statistic of :data:`ROW_METRICS`
+        (decimal rates and margins, e.g. ``breach_rate_BTC_IM_long``), ``zone_…`` coded
+        0 green / 1 yellow / 2 red, ``avg_margin_vs_static_…`` (ratio to the ``static`` row of
+        the same symbol, level and side, when present), and pooled over symbols and sides
+        ``<stat>_ALL_<LEVEL>``: ``n``, ``breaches``, ``breach_rate`` (pooled),
+        ``avg_margin``, ``peak_to_trough``, ``max_increase_5d`` (means), ``kupiec_pass`` and
+        ``christoffersen_cc_pass`` (rows with p ≥ ``test_level``) and ``avg_margin_vs_static``
+        (mean margin over the static one's). Missing or non-finite values are left out.
+    """
+    zones = {"green": 0.0, "yellow": 1.0, "red": 2.0}
+    key = ["symbol", "level", "side"]
+    rows = summary[summary["model"] == model]
+    static = summary[summary["model"] == STATIC].set_index(key)["avg_margin"]
+    out: dict[str, float] = {}
+    for row in rows.to_dict("records"):
+        suffix = f"{row['symbol']}_{row['level']}_{row['side']}"
+        values = {stat: _finite(row[stat]) for stat in ROW_METRICS}
+        values["zone"] = zones.get(str(row["zone"]))
+        base = _finite(static.get((row["symbol"], row["level"], row["side"])))
+        margin = values["avg_margin"]
+        if base and margin is not None:
+            values["avg_margin_vs_static"] = margin / base
+        out.update({f"{prefix}{k}_{suffix}": v for k, v in values.items() if v is not None})
+    for level, part in rows.groupby("level", sort=True):
+        n, x = float(part["n"].sum()), float(part["breaches"].sum())
+        pooled = {
+            "n": n,
+            "breaches": x,
+            "breach_rate": x / n if n else math.nan,
+            "avg_margin": float(part["avg_margin"].astype(float).mean()),
+            "peak_to_trough": float(part["peak_to_trough"].astype(float).mean()),
+            "max_increase_5d": float(part["max_increase_5d"].astype(float).mean()),
+            "kupiec_pass": float((part["kupiec_p"].astype(float) >= test_level).sum()),
+            "christoffersen_cc_pass": float(
+                (part["christoffersen_cc_p"].astype(float) >= test_level).sum()
+            ),
+        }
+        bases = static.reindex(pd.MultiIndex.from_frame(part[key])).to_numpy(float)
+        if np.isfinite(bases).all() and bases.size:
+            pooled["avg_margin_vs_static"] = pooled["avg_margin"] / float(bases.mean())
+        out.update({f"{prefix}{k}_ALL_{level}": v for k, v in pooled.items() if math.isfinite(v)})
     return out

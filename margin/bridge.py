@@ -20,8 +20,18 @@ Per underlying of the book, :func:`methodology_from_parameters` maps the file's
   (one scan; exact for that underlying and side, conservative for single-underlying linear
   positions elsewhere, not a bound in general since offsets are non-linear).
 
-Perpetual IMF/MMF and the square-root size add-on of the file are a stand-alone (non-portfolio)
-regime and are not used here; the engine's own add-ons come from ``addons``.
+* **perp IMF / MMF** — the file's perp fraction is the stand-alone requirement of a perp
+  position; the scan grid already charges a perp the range of the side it loses on, so only
+  the part of IMF above the larger IM scan range, ``max(imf - max(scan_im), 0)``, is new
+  information (MMF likewise against the MM ranges). It is added to the engine's perp
+  contingency (``AddOnConfig.perp_im`` / ``perp_mm``, a fraction of perp notional). The engine's
+  contingency is one fraction for every underlying, so with several underlyings the largest
+  excess of the book's underlyings applies to all their perps (conservative; exact with one
+  underlying, or when only one has an excess). A calibrated file has IMF = the larger scan
+  range by construction (excess 0), so it leaves the engine's add-ons unchanged.
+
+The file's square-root size add-on is not mapped: the engine's concentration add-on is its
+portfolio analogue and needs each instrument's liquidity in the book's market snapshot.
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ from margin.parameters import ParameterSet, RiskParameters, TailMove, VolShock
 __all__ = [
     "MissingParametersError",
     "methodology_from_parameters",
+    "perp_addons",
     "scan_grid",
     "scenario_config_from",
 ]
@@ -42,6 +53,7 @@ __all__ = [
 #: Largest down-move the engine's grid accepts (prices stay positive).
 MAX_DOWN = 0.99
 MAX_UP = 9.99
+_NO_EXCESS = 1e-12
 
 
 class MissingParametersError(ValueError):
@@ -84,6 +96,29 @@ def scenario_config_from(p: RiskParameters, n_price_steps: int = 4) -> ScenarioC
     return scan_grid(p.scan_im.long, p.scan_im.short, p.vol_shock, p.tails, n_price_steps)
 
 
+def perp_addons(params: Sequence[RiskParameters], addons: AddOnConfig) -> AddOnConfig:
+    """The engine's add-ons with the perp contingency raised by the file's perp IMF / MMF.
+
+    ``perp_im = addons.perp_im + max_u max(imf_u - max(scan_im_u), 0)`` and likewise
+    ``perp_mm`` from MMF and the MM scan ranges (decimal fractions of perp notional), the
+    maximum taken over ``params`` (the book's underlyings). An excess below 1e-12 counts as
+    none (the file stores 12 significant digits).
+    """
+    excess_im = max(
+        (p.perp.imf - max(p.scan_im.long, p.scan_im.short) for p in params), default=0.0
+    )
+    excess_mm = max(
+        (p.perp.mmf - max(p.scan_mm.long, p.scan_mm.short) for p in params), default=0.0
+    )
+    excess_im = excess_im if excess_im > _NO_EXCESS else 0.0
+    excess_mm = excess_mm if excess_mm > _NO_EXCESS else 0.0
+    if excess_im == 0.0 and excess_mm == 0.0:
+        return addons
+    return addons.model_copy(
+        update={"perp_im": addons.perp_im + excess_im, "perp_mm": addons.perp_mm + excess_mm}
+    )
+
+
 def methodology_from_parameters(
     params: ParameterSet,
     underlyings: Sequence[str],
@@ -103,7 +138,8 @@ def methodology_from_parameters(
         The book's underlyings (``book.market.underlyings``), e.g. ``("BTC", "ETH")``.
     addons : AddOnConfig, optional
         Engine add-ons (minimum delta charge, perp and short-option contingencies, oracle and
-        concentration add-ons); default ``AddOnConfig()``.
+        concentration add-ons); default ``AddOnConfig()``. The perp contingency is raised by
+        the file's perp IMF / MMF above the scan ranges (:func:`perp_addons`).
     n_price_steps : int
         Price points per side of the scan grid.
     settlement_precision : float
@@ -157,7 +193,7 @@ def methodology_from_parameters(
         mm_scenarios=mm_grids,
         im_loss_factor=1.0,
         mm_loss_factor=1.0 if mm == "scan" else min(max(ratios, default=1.0), 1.0),
-        addons=addons if addons is not None else AddOnConfig(),
+        addons=perp_addons(chosen, addons if addons is not None else AddOnConfig()),
         offsets=offsets,
         haircuts_mm={p.underlying: p.haircut.mm for p in chosen},
         haircuts_im_extra={p.underlying: p.haircut.im - p.haircut.mm for p in chosen},

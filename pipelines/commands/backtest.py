@@ -8,12 +8,19 @@ Writes to ``--out``:
 * ``backtest_validation.csv`` — the rows the champion was chosen on;
 * ``apc_comparison.csv`` — the champion with anti-procyclicality off and on, side by side;
 * ``apc_variants.csv`` — the champion's IM per anti-procyclicality tool, pooled;
+* ``im_vs_static_split.csv`` — the champion's IM over the static one's per symbol and side,
+  split into a volatility part and a tail-shape part;
 * ``portfolio_backtest.csv`` — the five engine portfolios (basis, pair, short strangle, long
   straddle, covered call) margined with the champion's parameter path, against their realized
   P&L (``--no-portfolios`` skips it); ``portfolio_daily.csv`` — their daily IM, MM and P&L;
 * ``backtest_report.md`` — the results tables in Markdown (also written into ``--docs``);
 * ``forecasts.parquet`` — the model forecasts used (reusable with ``--forecasts``);
 * charts (PNG): margin vs realized moves with breaches per symbol, APC on vs off.
+
+Unless ``--no-mlflow``, the invocation is also one parent run of the MLflow experiment
+``xmargin-backtest`` (settings, data digest, code version, the champion and its rule, every file
+above as an artifact) with one nested run per model, ``static`` and ``champion`` included
+(metrics ``<stat>_<SYMBOL>_<LEVEL>_<side>`` and pooled ``<stat>_ALL_<LEVEL>``).
 """
 
 from __future__ import annotations
@@ -28,11 +35,16 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from margin.apc import ApcConfig
-    from margin.backtest import BacktestResult
+    from margin.backtest import BacktestConfig, BacktestResult
+    from models.tracking import BacktestTracking
 
 SYMBOLS = ("BTC", "ETH", "SOL", "XRP", "DOGE", "BNB")
 DOCS_START = "<!-- backtest-results:start -->"
 DOCS_END = "<!-- backtest-results:end -->"
+CHAMPION_RULE = (
+    "on the validation window: pass Kupiec and Christoffersen (independence, conditional "
+    "coverage) on every IM row, then lowest average IM, then lowest procyclicality"
+)
 
 
 class BacktestInputError(ValueError):
@@ -162,6 +174,7 @@ def report_markdown(
     command: str,
     fallbacks: str,
     variants: pd.DataFrame | None = None,
+    split: pd.DataFrame | None = None,
 ) -> str:
     """The Markdown results section (written to the report and, with ``--docs``, the docs)."""
     s = result.summary
@@ -203,6 +216,21 @@ def report_markdown(
         "",
         _md_table(check),
         "",
+    ]
+    if split is not None and not split.empty:
+        lines += [
+            "### Champion IM / static IM split into volatility and tail shape",
+            "",
+            "In units of the standard deviation `sd` of the h-day log moves the static baseline "
+            "was calibrated on: `vol_ratio` = mean σ̂ / sd, `model_quantile` = mean |q| of the "
+            "IM standardized-residual quantile used, `static_quantile` = |static quantile| / sd, "
+            "`shape_ratio` = their ratio; `margin_vs_static` ≈ `vol_ratio × shape_ratio` "
+            "(anti-procyclicality off).",
+            "",
+            _md_table(split),
+            "",
+        ]
+    lines += [
         "### Every model, IM rows (evaluation window)",
         "",
         _md_table(models),
@@ -361,6 +389,128 @@ def _charts(result: BacktestResult, apc_on: BacktestResult, out: Path) -> list[P
     return written
 
 
+def _forecasts_digest(forecasts: dict[str, pd.Series]) -> str:
+    import pandas as pd
+
+    from models.tracking import panel_digest
+
+    frame = pd.concat({m: s.rename("variance") for m, s in sorted(forecasts.items())})
+    return panel_digest(frame.to_frame())
+
+
+def mlflow_params(config: BacktestConfig, result: BacktestResult) -> dict[str, object]:
+    """Settings of a backtest as MLflow parameters (windows as ISO dates, decimals as given)."""
+    from margin.apc import ApcConfig
+    from models.tracking import code_version
+
+    apc = ApcConfig.all_on()
+    lookback = config.residual_lookback
+    return {
+        "eval_start": str(result.start.date()),
+        "eval_end": str(result.end.date()),
+        "validation_start": str(result.validation_start.date()),
+        "validation_end": str(result.validation_end.date()),
+        "validation_days": config.validation_days,
+        "horizon_days": config.horizon_days,
+        "im_confidence": config.im_confidence,
+        "mm_confidence": config.mm_confidence,
+        "min_residuals": config.min_residuals,
+        "residual_window": "expanding" if lookback is None else f"rolling_{lookback}d",
+        "min_scan_range": config.min_scan_range,
+        "test_level": config.test_level,
+        "apc_on_buffer_rate": apc.buffer_rate,
+        "apc_on_buffer_reference_days": apc.buffer_reference_days,
+        "apc_on_stress_weight_share": apc.stress_weight_share,
+        "apc_on_floor": apc.floor,
+        "apc_max_decrease": apc.max_decrease,
+        "apc_variants": ",".join(apc_variants()),
+        "code_version": code_version(),
+    }
+
+
+def parent_metrics(
+    result: BacktestResult,
+    variants: pd.DataFrame,
+    portfolios: pd.DataFrame | None,
+    test_level: float = 0.05,
+) -> dict[str, float]:
+    """Metrics of the parent run: the champion's pooled IM figures against the target, the
+    APC variants (``apc_<variant>_<stat>``) and the portfolios
+    (``portfolio_<stat>_<portfolio>_<LEVEL>``)."""
+    import numpy as np
+
+    from margin.backtest import CHAMPION, run_metrics
+
+    champion = run_metrics(result.summary, CHAMPION, test_level)
+    out = {f"champion_{k}": v for k, v in champion.items() if "_ALL_" in k}
+    ratios = [
+        v for k, v in champion.items() if k.startswith("avg_margin_vs_static_") and "_IM_" in k
+    ]
+    if ratios:
+        out["champion_avg_margin_vs_static_worst_IM"] = max(ratios)
+    for row in variants.to_dict("records"):
+        for stat, value in row.items():
+            if stat != "apc":
+                out[f"apc_{row['apc']}_{stat}"] = float(value)
+    if portfolios is not None:
+        stats = ("breaches", "breach_rate", "kupiec_p", "christoffersen_cc_p", "avg_margin_frac",
+                 "max_loss_to_margin")  # fmt: skip
+        for row in portfolios.to_dict("records"):
+            for stat in stats:
+                out[f"portfolio_{stat}_{row['portfolio']}_{row['level']}"] = float(row[stat])
+    return {k: v for k, v in out.items() if np.isfinite(v)}
+
+
+def log_to_mlflow(
+    result: BacktestResult,
+    config: BacktestConfig,
+    variants: pd.DataFrame,
+    portfolios: pd.DataFrame | None,
+    out: Path,
+    extra_params: dict[str, object],
+) -> BacktestTracking:
+    """One parent run (settings, pooled metrics, the files of ``out`` as artifacts) and one
+    nested run per model, ``static`` and ``champion`` included."""
+    from margin.backtest import CHAMPION, run_metrics
+    from models.tracking import log_backtest_run
+
+    models = [*sorted(set(result.summary["model"]) - {CHAMPION}), CHAMPION]
+    per_model = {}
+    for model in models:
+        source = result.champion if model == CHAMPION else model
+        metrics = run_metrics(result.summary, model, config.test_level)
+        metrics |= run_metrics(result.validation, source, config.test_level, prefix="val_")
+        for window, rows in result.stress.groupby("window", sort=True):
+            pooled = run_metrics(rows, model, config.test_level, prefix=f"stress_{window}_")
+            metrics |= {k: v for k, v in pooled.items() if "_ALL_" in k}
+        per_model[model] = metrics
+    model_tags = {
+        CHAMPION: {"champion_of": result.champion},
+        result.champion: {"is_champion": "true"},
+    }
+    artifacts = {
+        (f"charts/{f.name}" if f.suffix == ".png" else f.name): f
+        for f in sorted(out.iterdir())
+        if f.is_file() and f.suffix in {".csv", ".png", ".md", ".parquet"}
+    }
+    tags = {
+        "champion": result.champion,
+        "champion_rule": CHAMPION_RULE,
+        "champion_reason": result.champion_reason,
+        "window": f"{result.start.date()}..{result.end.date()}",
+        "validation_window": f"{result.validation_start.date()}..{result.validation_end.date()}",
+    }
+    return log_backtest_run(
+        run_name=f"backtest {result.start.date()}..{result.end.date()}",
+        params={**mlflow_params(config, result), **extra_params, "champion": result.champion},
+        metrics=parent_metrics(result, variants, portfolios, config.test_level),
+        model_metrics=per_model,
+        artifacts=artifacts,
+        tags=tags,
+        model_tags=model_tags,
+    )
+
+
 def backtest_command(
     data_dir: Annotated[Path, typer.Option("--data-dir", help="Market-history folder.")] = Path(
         "data"
@@ -392,6 +542,13 @@ def backtest_command(
             help="Also backtest five option/perp portfolios through the margin engine.",
         ),
     ] = True,
+    mlflow: Annotated[
+        bool,
+        typer.Option(
+            "--mlflow/--no-mlflow",
+            help="Log the run to MLflow (experiment xmargin-backtest; MLFLOW_TRACKING_URI).",
+        ),
+    ] = True,
 ) -> None:
     """Walk-forward backtest of margin parameters for every model, static and champion."""
     first, last = _parse_day(start, "start"), _parse_day(end, "end")
@@ -402,7 +559,7 @@ def backtest_command(
 
     from features.history import load_market_history
     from features.matrix import build_daily_panel
-    from margin.backtest import BacktestConfig, parameter_backtest
+    from margin.backtest import BacktestConfig, margin_vs_static_split, parameter_backtest
     from models.registry import MODEL_NAMES
 
     console = Console(stderr=True)
@@ -488,7 +645,10 @@ def backtest_command(
             command += f" {flag} {value}"
     if not portfolios:
         command += " --no-portfolios"
-    section = report_markdown(result, comparison, command, fallbacks, by_variant)
+    split = margin_vs_static_split(result, variances[result.champion], config)
+    _csv(split, out / "im_vs_static_split.csv")
+    section = report_markdown(result, comparison, command, fallbacks, by_variant, split)
+    p_summary = None
     if portfolios:
         with console.status("portfolio backtest through the engine"):
             p_summary, p_daily, skew = _portfolio_run(data_dir, result, first, last, horizon)
@@ -499,6 +659,29 @@ def backtest_command(
     if docs is not None:
         _write_docs(docs, section)
     console.print(f"champion: {result.champion} — {result.champion_reason}")
+    if mlflow:
+        from models.tracking import panel_digest  # imports MLflow
+
+        with console.status("logging to MLflow"):
+            info = log_to_mlflow(
+                result,
+                config,
+                by_variant,
+                p_summary,
+                out,
+                {
+                    "symbols": ",".join(wanted),
+                    "models": ",".join(variances),
+                    "forecasts": "walk_forward" if forecasts is None else str(forecasts),
+                    "data_digest": panel_digest(panel[["close"]]),
+                    "forecasts_digest": _forecasts_digest(variances),
+                    "command": command,
+                },
+            )
+        console.print(
+            f"MLflow: experiment xmargin-backtest, run {info.parent_run_id} "
+            f"({len(info.model_run_ids)} model runs)"
+        )
     typer.echo(f"wrote {out / 'backtest_summary.csv'} ({len(result.summary)} rows)")
 
 

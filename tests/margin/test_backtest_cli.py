@@ -24,7 +24,7 @@ def test_backtest_command_writes_summary_and_charts(shared_data_dir: Path, tmp_p
     args = [
         "backtest", "--data-dir", str(shared_data_dir), "--start", "2024-07-01",
         "--end", "2024-12-31", "--out", str(out), "--symbols", "BTC,ETH", "--models", "ewma",
-        "--validation-days", "180", "--docs", str(docs),
+        "--validation-days", "180", "--docs", str(docs), "--no-mlflow",
     ]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -50,7 +50,7 @@ def test_backtest_command_writes_summary_and_charts(shared_data_dir: Path, tmp_p
     rerun = CliRunner().invoke(
         app,
         [*args[:7], "--out", str(again), "--symbols", "BTC,ETH", "--validation-days", "180",
-         "--forecasts", str(out / "forecasts.parquet"), "--no-portfolios"],
+         "--forecasts", str(out / "forecasts.parquet"), "--no-portfolios", "--no-mlflow"],
     )  # fmt: skip
     assert rerun.exit_code == 0, rerun.output
     assert (again / "backtest_summary.csv").read_bytes() == (

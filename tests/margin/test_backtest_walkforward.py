@@ -163,3 +163,27 @@ def test_backtest_metrics_names(result) -> None:  # type: ignore[no-untyped-def]
         & (result.summary["side"] == "long")
     ].iloc[0]
     assert metrics["bt_kupiec_p_IM_long_AAA"] == row["kupiec_p"]
+
+
+def test_margin_vs_static_split(result) -> None:  # type: ignore[no-untyped-def]
+    from margin.backtest import margin_vs_static_split
+
+    _, forecasts = garch_panel()
+    split = margin_vs_static_split(result, forecasts["true"]).set_index(["symbol", "side"])
+    assert list(split.index) == [(s, d) for s in ("AAA", "BBB") for d in ("long", "short")]
+    im = result.summary[result.summary["level"] == "IM"].set_index(["model", "symbol", "side"])
+    for (symbol, side), row in split.iterrows():
+        # the same ratio the summary reports, from the same margin path
+        ratio = (
+            im.loc[("true", symbol, side), "avg_margin"]
+            / im.loc[("static", symbol, side), "avg_margin"]
+        )
+        assert row["margin_vs_static"] == pytest.approx(ratio, rel=1e-12)
+        # the static quantile in sd units, computed independently from the moves
+        moves = result.moves[symbol]
+        known = moves[moves.index < pd.Timestamp(START, tz="UTC") - pd.Timedelta(days=1)].dropna()
+        q = np.quantile(known, 0.01 if side == "long" else 0.99)
+        assert row["static_quantile"] == pytest.approx(abs(q) / known.std(), rel=1e-12)
+        # small moves: the two parts multiply to the ratio
+        assert row["vol_ratio"] * row["shape_ratio"] == pytest.approx(ratio, rel=0.05)
+    assert (split["shape_ratio"] == split["model_quantile"] / split["static_quantile"]).all()
