@@ -28,7 +28,6 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
-from scipy.linalg import blas
 
 from margin.addons import AddOnArrays, build_addon_arrays, min_delta_floor, strike_groups
 from margin.book import Book
@@ -50,7 +49,25 @@ __all__ = [
     "round_up",
 ]
 
-DEFAULT_CHUNK = 65_536
+DEFAULT_CHUNK = 32_768
+
+#: arrays :func:`evaluate` returns: dtype and whether there is one column per underlying
+RESULT_ARRAYS: dict[str, tuple[type, bool]] = {
+    "im": (np.float64, False),
+    "mm": (np.float64, False),
+    "collateral_value": (np.float64, False),
+    "mtm": (np.float64, False),
+    "equity": (np.float64, False),
+    "margin_ratio": (np.float64, False),
+    "liquidatable": (np.bool_, False),
+    "worst_scenario": (np.intp, False),
+    "scenario_part": (np.float64, False),
+    "standalone_sum": (np.float64, False),
+    "isolated_im": (np.float64, False),
+    "delta": (np.float64, True),
+    "gamma": (np.float64, True),
+    "vega": (np.float64, True),
+}
 
 
 ScanPrecision = Literal["float32", "float64"]
@@ -74,7 +91,8 @@ class _Block:
     abs_names: tuple[str, ...]
     n_local: int
     risk64: FloatArray  # options: (n_local, k) weighted P&L per contract; else (0, k)
-    risk32: FloatArray  # same in float32 for the scan
+    scan64: FloatArray  # risk64 with the weighted moves appended as a last row
+    scan32: NDArray[np.float32]  # the same in float32 for the single-precision scan
     group: IntArray  # (n_local,) strike group of options, -1 else
     coins: FloatArray  # (n_local,) coins per contract
     concentration: FloatArray  # (n_local,) concentration unit
@@ -103,7 +121,6 @@ class MarginContext:
     local_col: IntArray
     moves: tuple[FloatArray, ...]
     move64: tuple[FloatArray, ...]
-    move32: tuple[NDArray[np.float32], ...]
     coll_signed: FloatArray
     coll_abs: FloatArray
     n_groups: int
@@ -116,13 +133,14 @@ class MarginContext:
 
 
 def prepare(
-    book: Book, methodology: Methodology, *, scan_precision: ScanPrecision = "float32"
+    book: Book, methodology: Methodology, *, scan_precision: ScanPrecision = "float64"
 ) -> MarginContext:
     """Risk arrays, add-on vectors and per-contract isolated margins for ``book``.
 
-    ``scan_precision="float32"`` scans the option scenario P&L in single precision to pick
-    each account's worst scenario, then recomputes the loss of that scenario in double
-    precision (see ``docs/engine.md``); ``"float64"`` scans in double precision.
+    ``scan_precision="float64"`` (default) scans the option scenario P&L in double precision:
+    every account gets its exact worst scenario. ``"float32"`` scans in single precision and
+    recomputes the selected scenario's loss in double precision, which may pick a scenario
+    within float32 rounding of the worst (see ``docs/engine.md``).
     """
     risk = build_risk_arrays(book, methodology)
     addons = build_addon_arrays(book, methodology, risk)
@@ -163,7 +181,6 @@ def prepare(
         local_col=local_col,
         moves=moves,
         move64=move64,
-        move32=tuple(mv.astype(np.float32) for mv in move64),
         coll_signed=coll_signed,
         coll_abs=coll_abs,
         n_groups=addons.short_group.shape[1],
@@ -224,6 +241,7 @@ def _blocks(
             for j, name in enumerate(abs_names):
                 absolute[:, j] = abs_all[name]
             r = risk.risk_inst_scen[u][sel] if is_opt else np.zeros((0, k))
+            scan = np.vstack([r, (risk.sets[u].spot_moves * risk.sets[u].weights)[None, :]])
             blocks.append(
                 _Block(
                     underlying=u,
@@ -234,7 +252,8 @@ def _blocks(
                     abs_names=abs_names,
                     n_local=int(cols.size),
                     risk64=np.ascontiguousarray(r),
-                    risk32=np.ascontiguousarray(r, dtype=np.float32),
+                    scan64=scan,
+                    scan32=scan.astype(np.float32),
                     group=group[cols],
                     coins=table.contract_size[cols],
                     concentration=addons.concentration_unit[cols],
@@ -526,29 +545,15 @@ def evaluate(
     opt_of = {u: (sub, entries.rows, blk) for u, sub, entries, blk in options}
     start = 0
     for u in range(n_und):
-        move64 = ctx.move64[u]
-        k = move64.size
         sub, rows, blk = opt_of[u]
-        if ctx.scan_precision == "float64":
-            pnl = np.asarray(sub @ blk.risk64) + lin[:, u, None] * move64[None, :]
-            arg = np.argmin(pnl, axis=1)
-            low = pnl[np.arange(n), arg]
-        else:
-            pnl32 = np.asarray(_with_data(sub, sub.data.astype(np.float32)) @ blk.risk32)
-            # rank-one update pnl += lin x move in place (BLAS sger on the transposed view)
-            lin32 = np.ascontiguousarray(lin[:, u], dtype=np.float32)
-            if n:
-                pnl32 = blas.sger(1.0, ctx.move32[u], lin32, a=pnl32.T, overwrite_a=True).T
-            arg = np.argmin(pnl32, axis=1)
-            # exact double-precision P&L of the selected scenario
-            exact = sub.data * blk.risk64.ravel()[sub.indices * k + arg[rows]]
-            low = np.bincount(rows, weights=exact, minlength=n) + lin[:, u] * move64[arg]
+        lin_u = np.ascontiguousarray(lin[:, u])
+        arg, low = _scan(ctx, u, sub, rows, blk, lin_u)
         loss[:, u] = np.maximum(-low, 0.0)
         direction[:, u] = -np.sign(ctx.moves[u][arg])
         better = low < worst_val
         worst_val = np.where(better, low, worst_val)
         worst_idx = np.where(better, start + arg, worst_idx)
-        start += k
+        start += ctx.move64[u].size
     standalone = loss.sum(axis=1)
     cross = _offset(ctx, positions, collateral, loss, direction, standalone)
     floor_delta = min_delta_floor(net, gross, ctx.addons.index, cfg)
@@ -596,6 +601,107 @@ def evaluate(
         "gamma": gamma,
         "vega": vega,
     }
+
+
+def _scan(
+    ctx: MarginContext,
+    u: int,
+    sub: sp.csr_matrix,
+    rows: IntArray,
+    blk: _Block,
+    lin: FloatArray,
+) -> tuple[IntArray, FloatArray]:
+    """Worst scenario of underlying ``u`` (column within its set) and its weighted P&L, per
+    account of the chunk.
+
+    ``sub`` holds the chunk's option positions of ``u`` (``rows``: the account row of each
+    entry) and ``lin`` the accounts' linear coefficients (delta-one positions and coin
+    collateral). Only accounts holding options of ``u`` are scanned over every scenario; the
+    others' P&L ``lin x move`` is linear, so their worst scenario is an end of the move range.
+    Ties resolve to the first scenario, as ``argmin`` over all of them would.
+    """
+    n = sub.shape[0]
+    move64 = ctx.move64[u]
+    held = np.diff(sub.indptr) > 0
+    scanned = np.flatnonzero(held)
+    arg = _linear_worst(lin, move64)
+    if ctx.scan_precision == "float64":
+        low = 0.0 + lin * move64[arg]
+        if scanned.size:
+            pnl = _with_linear_column(sub, rows, held, scanned, lin, np.float64) @ blk.scan64
+            best = np.argmin(pnl, axis=1)
+            arg[scanned] = best
+            low[scanned] = pnl[np.arange(scanned.size), best]
+        return arg, low
+    if scanned.size:
+        pnl32 = _with_linear_column(sub, rows, held, scanned, lin, np.float32) @ blk.scan32
+        arg[scanned] = np.argmin(pnl32, axis=1)
+    # exact double-precision P&L of the selected scenario
+    k = move64.size
+    exact = sub.data * blk.risk64.ravel()[sub.indices * k + arg[rows]]
+    low = np.bincount(rows, weights=exact, minlength=n) + lin * move64[arg]
+    return arg, low
+
+
+def _with_linear_column(
+    sub: sp.csr_matrix,
+    rows: IntArray,
+    held: BoolArray,
+    scanned: IntArray,
+    lin: FloatArray,
+    dtype: type[np.floating],  # type: ignore[type-arg]
+) -> sp.csr_matrix:
+    """The ``scanned`` rows of ``sub`` with one more column holding ``lin``: multiplied by a
+    risk array whose last row is the weighted moves, it adds ``lin x move`` to every scenario
+    P&L after the option terms, in the same order and rounding as a separate product."""
+    m, nnz = scanned.size, sub.nnz
+    index_dtype = sub.indptr.dtype
+    indptr = np.empty(m + 1, dtype=index_dtype)
+    indptr[0] = 0
+    np.add(sub.indptr[scanned + 1], np.arange(1, m + 1, dtype=index_dtype), out=indptr[1:])
+    compressed = np.cumsum(held, dtype=np.intp) - 1
+    at = np.arange(nnz, dtype=np.intp) + compressed[rows]
+    last = indptr[1:] - 1
+    data = np.empty(nnz + m, dtype=dtype)
+    data[at] = sub.data
+    data[last] = lin[scanned]
+    indices = np.empty(nnz + m, dtype=sub.indices.dtype)
+    indices[at] = sub.indices
+    indices[last] = sub.shape[1]
+    return sp.csr_matrix((data, indices, indptr), shape=(m, sub.shape[1] + 1), copy=False)
+
+
+def _linear_worst(lin: FloatArray, move: FloatArray) -> IntArray:
+    """First ``argmin_k lin x move[k]`` per account (rounded products, as a full scan compares).
+
+    The minimum sits at the smallest move for ``lin > 0`` and the largest for ``lin < 0``;
+    moves within 1e-9 of that end are candidates whose rounded products are compared, so ties
+    resolve exactly as ``np.argmin(lin[:, None] * move, axis=1)`` does. Coefficients so tiny
+    or huge that products could leave the normal range take that full scan.
+    """
+    arg = np.zeros(lin.size, dtype=np.intp)
+    if move.size == 0:
+        return arg
+    scale = float(np.abs(move).max())
+    for side, selector in ((1.0, lin > 0), (-1.0, lin < 0)):
+        rows = np.flatnonzero(selector)
+        if rows.size == 0:
+            continue
+        end = float(move.min()) if side > 0 else float(move.max())
+        near = np.flatnonzero(side * (move - end) <= 1e-9 * scale)
+        # equal moves give equal products: keep the first of each value
+        _, first = np.unique(move[near], return_index=True)
+        cand = near[np.sort(first)]
+        if cand.size == 1:
+            arg[rows] = cand[0]
+        else:
+            arg[rows] = cand[np.argmin(lin[rows, None] * move[None, cand], axis=1)]
+    magnitude = np.abs(lin)
+    odd = np.flatnonzero((lin != 0) & ~((magnitude >= 1e-200) & (magnitude <= 1e200)))
+    if odd.size:
+        with np.errstate(invalid="ignore", over="ignore", under="ignore"):
+            arg[odd] = np.argmin(lin[odd, None] * move[None, :], axis=1)
+    return arg
 
 
 def _naked_shorts(
@@ -673,7 +779,7 @@ def compute_margin(
     context: MarginContext | None = None,
     chunk_size: int = DEFAULT_CHUNK,
     n_threads: int = 2,
-    scan_precision: ScanPrecision = "float32",
+    scan_precision: ScanPrecision = "float64",
 ) -> MarginResult:
     """Margin of every account of ``book`` under ``methodology``.
 
@@ -685,7 +791,8 @@ def compute_margin(
         A :func:`prepare`-d context to reuse (must come from the same book's instruments and
         market and the same methodology).
     chunk_size
-        Accounts per chunk (bounds memory: a chunk holds ``chunk_size x scenarios`` floats).
+        Accounts per chunk (bounds memory: a chunk holds ``chunk_size x scenarios`` floats;
+        the default keeps a chunk's scan within the processor caches).
     n_threads
         Worker threads over chunks (SciPy's sparse products release the GIL).
     scan_precision
@@ -728,26 +835,51 @@ def compute_margin(
         if context is not None
         else prepare(book, methodology, scan_precision=scan_precision)
     )
-    slices = list(_chunks(book.n_accounts, chunk_size)) or [slice(0, 0)]
-
+    n = book.n_accounts
+    slices = list(_chunks(n, chunk_size)) or [slice(0, 0)]
     layout = position_layout(book)
+    n_und = len(ctx.underlyings)
+    out: dict[str, np.ndarray] = {
+        name: np.empty((n, n_und) if per_und else n, dtype)
+        for name, (dtype, per_und) in RESULT_ARRAYS.items()
+    }
+    # only joint-scenario offsets read the whole position rows
+    whole_rows = ctx.methodology.offsets.mode == "joint"
 
-    def work(rows: slice) -> dict[str, np.ndarray]:
+    def work(rows: slice) -> None:
         chunk = tuple(e.take_rows(rows.start, rows.stop) for e in layout)
-        return evaluate(ctx, book.positions[rows], book.collateral[rows], chunk)
+        positions = _row_range(book.positions, rows) if whole_rows else _no_columns(rows)
+        part = evaluate(ctx, positions, _row_range(book.collateral, rows), chunk)
+        for name, values in part.items():
+            out[name][rows] = values
 
     if n_threads > 1 and len(slices) > 1:
         with ThreadPoolExecutor(max_workers=n_threads) as pool:
-            parts = list(pool.map(work, slices))
+            list(pool.map(work, slices))
     else:
-        parts = [work(s) for s in slices]
-    merged = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+        for s in slices:
+            work(s)
     return MarginResult(
         accounts=book.accounts,
         underlyings=ctx.underlyings,
         scenario_labels=ctx.scenario_labels,
-        **merged,  # type: ignore[arg-type]
+        **out,  # type: ignore[arg-type]
     )
+
+
+def _row_range(matrix: sp.csr_matrix, rows: slice) -> sp.csr_matrix:
+    """Rows ``rows`` of a CSR matrix as a view (no copy of its entries)."""
+    lo, hi = int(matrix.indptr[rows.start]), int(matrix.indptr[rows.stop])
+    return sp.csr_matrix(
+        (matrix.data[lo:hi], matrix.indices[lo:hi], matrix.indptr[rows.start : rows.stop + 1] - lo),
+        shape=(rows.stop - rows.start, matrix.shape[1]),
+        copy=False,
+    )
+
+
+def _no_columns(rows: slice) -> sp.csr_matrix:
+    """An empty stand-in for position rows an evaluation does not read."""
+    return sp.csr_matrix((rows.stop - rows.start, 0))
 
 
 def compute_margin_sharded(
