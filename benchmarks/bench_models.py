@@ -138,11 +138,13 @@ def run() -> None:
         "",
         f"Machine: {_machine()}; run with `python -m benchmarks models`. Wall times are of "
         "one run on a 2-core machine shared with other jobs and vary about 2× with load; "
-        "CPU times (this process plus its worker processes) are steadier. Python here does "
-        "not cache bytecode (`PYTHONDONTWRITEBYTECODE`), so every import is compiled "
-        "again: that is most of the cost of creating the SQLite store (MLflow's schema "
-        "migrations are Python files) and of starting worker processes, which is why the "
-        "workers are forked rather than spawned.",
+        "CPU times (this process plus its worker processes) are steadier. This machine "
+        "sets `PYTHONDONTWRITEBYTECODE`, so Python never caches the bytecode it compiles; "
+        "`make setup` therefore compiles the environment's packages once "
+        "(`uv sync --compile-bytecode`). Without that, compiling imports is most of the "
+        "cost of creating the SQLite store (MLflow's schema migrations are Python files) "
+        "and of starting worker processes (about 7 s CPU each; the workers are forked, "
+        "not spawned).",
         "",
         BEFORE,
     ]

@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -33,6 +32,7 @@ from margin.addons import AddOnArrays, build_addon_arrays, min_delta_floor, stri
 from margin.book import Book
 from margin.instruments import InstrumentTable
 from margin.methodology import Methodology
+from margin.parallel import run_chunks
 from margin.result import MarginResult
 from margin.scenarios import RiskArrays, build_risk_arrays, linear_coefficients
 from margin.typing import BoolArray, FloatArray, IntArray
@@ -853,12 +853,7 @@ def compute_margin(
         for name, values in part.items():
             out[name][rows] = values
 
-    if n_threads > 1 and len(slices) > 1:
-        with ThreadPoolExecutor(max_workers=n_threads) as pool:
-            list(pool.map(work, slices))
-    else:
-        for s in slices:
-            work(s)
+    run_chunks(work, slices, n_threads)
     return MarginResult(
         accounts=book.accounts,
         underlyings=ctx.underlyings,

@@ -30,6 +30,7 @@ from numpy.typing import ArrayLike
 from pydantic import BaseModel, ConfigDict, Field
 
 from margin.instruments import InstrumentKind, InstrumentTable, instrument_pnl
+from margin.parallel import run_chunks
 from margin.typing import FloatArray, IntArray
 
 __all__ = [
@@ -199,6 +200,7 @@ def deribit_pm_margin(
     params: DeribitPMParameters | None = None,
     currency: Literal["usd", "coin"] = "usd",
     chunk_size: int = 65_536,
+    n_threads: int = 2,
 ) -> DeribitMargin:
     """Deribit PM initial and maintenance margin of every account (rows of ``positions``).
 
@@ -218,6 +220,8 @@ def deribit_pm_margin(
         Risk currency of the result.
     chunk_size : int
         Accounts per block of scenario arithmetic (bounds memory; results do not depend on it).
+    n_threads : int
+        Threads the blocks run on (results do not depend on it).
     """
     p = params or DeribitPMParameters()
     if chunk_size < 1:
@@ -253,13 +257,16 @@ def deribit_pm_margin(
     worst_index = np.zeros(n_accounts, dtype=np.intp)
     risk_vector = np.zeros((n_accounts, n_std))
     extended_vector = np.zeros((n_accounts, ext.shape[1]))
-    for lo in range(0, active.size, chunk_size):
-        rows = active[lo : lo + chunk_size]
+
+    def work(rows: IntArray) -> None:
         agg, ext_loss, chunk_index, chunk_worst = _worst_of_chunk(
             positions[rows], both, pairs, n_std, p, usd_per_unit
         )
         worst[rows], worst_index[rows] = chunk_worst, chunk_index
         risk_vector[rows], extended_vector[rows] = agg, ext_loss
+
+    blocks = [active[lo : lo + chunk_size] for lo in range(0, active.size, chunk_size)]
+    run_chunks(work, blocks, n_threads)
 
     roll_coins = np.asarray(abs(positions) @ _roll_shock_coins(table, index, p)).ravel()
     roll = roll_coins * (index if currency == "usd" else 1.0)

@@ -146,9 +146,12 @@ def test_chunks_and_empty_accounts_do_not_change_results() -> None:
     market = {"index": S, "mark": [S, S, 0.0], "forward": [S, S, S], "vol": [0.0, 0.0, 0.6]}
     whole = deribit_pm_margin(table, positions, **market)  # type: ignore[arg-type]
     split = deribit_pm_margin(table, positions, chunk_size=1, **market)  # type: ignore[arg-type]
-    np.testing.assert_array_equal(whole.im, split.im)
-    np.testing.assert_array_equal(whole.mm, split.mm)
-    np.testing.assert_array_equal(whole.worst_scenario, split.worst_scenario)
+    serial = deribit_pm_margin(table, positions, chunk_size=3, n_threads=1, **market)  # type: ignore[arg-type]
+    for other in (split, serial):
+        np.testing.assert_array_equal(whole.im, other.im)
+        np.testing.assert_array_equal(whole.mm, other.mm)
+        np.testing.assert_array_equal(whole.worst_scenario, other.worst_scenario)
+        np.testing.assert_array_equal(whole.risk_vector, other.risk_vector)
     empty = ~dense.any(axis=1)
     assert empty.any()
     assert np.all(whole.im[empty] == 0.0)

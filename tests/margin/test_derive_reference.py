@@ -238,6 +238,17 @@ def test_book_equals_account_by_account_reference(
     assert (book.worst_scenario >= 0).any() and (book.worst_scenario == -1).any()
 
 
+def test_threads_and_chunks_do_not_change_results(case_dir: Path) -> None:
+    """Chunks computed on two threads write the same figures as one pass on one thread."""
+    case = load_derive_case(case_dir / f"{CASES[0]}.json")
+    market, params = _widened(case.portfolio.market), case.parameters
+    accounts, _ = _random_book(market, 200, 7)
+    one = derive_pmrm2_book_margin(market, accounts, params, chunk_size=1000, n_threads=1)
+    many = derive_pmrm2_book_margin(market, accounts, params, chunk_size=9, n_threads=2)
+    for name in ("im", "mm", "mtm", "worst_loss", "worst_scenario"):
+        np.testing.assert_array_equal(getattr(one, name), getattr(many, name), err_msg=name)
+
+
 @pytest.mark.parametrize("name", CASES)
 def test_book_breaks_scenario_ties_like_a_dense_search(case_dir: Path, name: str) -> None:
     """Repeated scenarios tie exactly; the book picks the first, as ``argmin`` would."""
