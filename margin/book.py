@@ -85,6 +85,13 @@ class Book:
     assets : collateral asset names.
     collateral : CSR matrix accounts x assets of amounts in asset units.
     market : MarketSnapshot
+
+    Notes
+    -----
+    A book is immutable: it takes the position and collateral matrices as given and makes
+    their arrays read-only, so an in-place edit raises ``ValueError`` instead of leaving the
+    engine's cached layout stale. Build a new book (e.g. :meth:`select_accounts`, or from
+    copies) to change positions.
     """
 
     instruments: InstrumentTable
@@ -102,6 +109,11 @@ class Book:
             raise BookError(f"positions shape {self.positions.shape} != ({n_acc}, {n_inst})")
         if self.collateral.shape != (n_acc, len(self.assets)):
             raise BookError("collateral shape does not match accounts x assets")
+        # The engine caches structures derived from the positions on the book (``cache``);
+        # freezing the arrays makes an in-place edit fail loudly instead of going stale.
+        for matrix in (self.positions, self.collateral):
+            for array in (matrix.data, matrix.indices, matrix.indptr):
+                array.flags.writeable = False
 
     @property
     def n_accounts(self) -> int:

@@ -172,3 +172,14 @@ def test_select_accounts_keeps_rows() -> None:
     sub = book.select_accounts(np.array([1]))
     assert list(sub.accounts) == ["b"]
     assert sub.positions.nnz == 1 and sub.collateral.toarray().tolist() == [[5.0]]
+
+
+def test_positions_and_collateral_cannot_be_edited_in_place() -> None:
+    """The engine caches a layout derived from the positions: edits must build a new book."""
+    book = _build(_frames())
+    for array in (book.positions.data, book.positions.indices, book.collateral.data):
+        with pytest.raises(ValueError, match="read-only"):
+            array[0] = 7.0
+    half = book.select_accounts(np.array([0, 2]))
+    assert not half.positions.data.flags.writeable
+    np.testing.assert_array_equal(half.positions.toarray(), book.positions.toarray()[[0, 2]])
