@@ -28,9 +28,17 @@ from margin.profiles.linear import (
     hyperliquid_margin,
 )
 from margin.profiles.paradex_pm import ParadexMargin, ParadexPMParameters, paradex_margin
-from margin.profiles.span import SpanMargin, SpanParameters, inter_commodity_credit, span_margin
+from margin.profiles.span import (
+    DEFAULT_DELTA_WEIGHTS,
+    SpanMargin,
+    SpanParameters,
+    inter_commodity_credit,
+    span_composite_delta,
+    span_margin,
+)
 
 __all__ = [
+    "DEFAULT_DELTA_WEIGHTS",
     "DeribitMargin",
     "DeribitPMParameters",
     "DeriveAccounts",
@@ -60,5 +68,6 @@ __all__ = [
     "load_derive_case",
     "load_derive_cases",
     "paradex_margin",
+    "span_composite_delta",
     "span_margin",
 ]

@@ -1,5 +1,10 @@
-"""SPAN: the published 16-scenario layout, hand-checked futures books, spreads, and an option
-risk array against QuantLib."""
+"""SPAN: the published 16-scenario layout, hand-checked futures books, spreads on composite
+deltas (futures and options), and an option risk array against QuantLib.
+
+Futures have a composite delta of exactly 1 coin per contract, so the futures-only examples
+are the same whatever the delta weights; the option examples use the ATM call's composite
+delta 0.5318185 (default weights, derived in ``test_span_composite_delta.py``).
+"""
 
 from __future__ import annotations
 
@@ -91,6 +96,39 @@ def test_calendar_spread_pays_the_intra_charge_only() -> None:
     assert res.scan_risk[0] == pytest.approx(1.05 * 0.10 * F)  # 1 net long future
     assert res.intra_charge[0] == pytest.approx(2 * 20.0)  # 2 spreads at 20 each
     assert res.margin[0] == pytest.approx(1.05 * 0.10 * F + 40.0)
+    assert res.net_delta[0] == 1.0  # 3 - 2 futures, 1 coin each
+
+
+#: Composite delta of a 30-day ATM call at 60 % vol (10 % price scan, 5 vol points, 1 day
+#: look-ahead, default weights): Σ_j w_j ½ (Δ_up + Δ_down) = 0.399050 × 0.533694
+#: + 0.242036 × (0.610179 + 0.453327) + 0.054006 × (0.680354 + 0.372228)
+#: + 0.004433 × (0.742647 + 0.293971) = 0.5318185 (today's N(d1) would be 0.5342697).
+ATM_CALL_COMPOSITE = 0.5318185411
+ATM_CALL_AND_FUTURE = _table(
+    [InstrumentKind.OPTION, InstrumentKind.LINEAR_FUTURE], [F, np.nan], [30 / 365, 0.4]
+)
+
+
+def test_option_calendar_spread_uses_the_composite_delta() -> None:
+    """Long 4 ATM calls (tier 0) against short 5 futures (tier 1).
+
+    Tier deltas: 4 × 0.5318185 = 2.1272742 and -5, so 2.1272742 spreads at 20 = 42.545483;
+    net delta 2.1272742 - 5 = -2.8727258 coins.
+    """
+    call = _call(F, F, 30 / 365, 0.6)
+    res = _span(ATM_CALL_AND_FUTURE, [4.0, -5.0], mark=[call, F])
+    assert res.intra_charge[0] == pytest.approx(4 * ATM_CALL_COMPOSITE * 20.0, abs=1e-7)
+    assert res.intra_charge[0] == pytest.approx(42.545483, abs=1e-6)
+    assert res.net_delta[0] == pytest.approx(4 * ATM_CALL_COMPOSITE - 5.0, abs=1e-8)
+    assert res.risk_requirement[0] == pytest.approx(res.scan_risk[0] + res.intra_charge[0])
+    assert res.net_option_value[0] == pytest.approx(4 * call)
+
+
+def test_the_option_leg_binds_the_spread_count_only_when_smaller() -> None:
+    """Long 10 ATM calls (5.318185 coins) against short 5 futures: 5 spreads, charge 100."""
+    res = _span(ATM_CALL_AND_FUTURE, [10.0, -5.0], mark=[_call(F, F, 30 / 365, 0.6), F])
+    assert res.intra_charge[0] == pytest.approx(5 * 20.0)
+    assert res.net_delta[0] == pytest.approx(10 * ATM_CALL_COMPOSITE - 5.0, abs=1e-8)
 
 
 def _call(forward: float, strike: float, years: float, vol: float) -> float:
@@ -146,6 +184,26 @@ def test_inter_commodity_credit_by_hand() -> None:
     # A: 2 spreads × 1 coin × (scan / 2 coins) × 50 % = 50 % of A's scan; same for B.
     assert credit_a[0] == pytest.approx(0.5 * a.scan_risk[0])
     assert credit_b[0] == pytest.approx(0.5 * b.scan_risk[0])
+
+
+def test_inter_commodity_credit_on_an_option_leg() -> None:
+    """Long 4 ATM calls on A (net delta 2.1272742 coins) against short 5 B futures, 1 : 1.
+
+    spreads = min(2.1272742, 5) = 2.1272742; credit_A = 0.5 × 2.1272742 × scan_A / 2.1272742
+    = 0.5 × scan_A; credit_B = 0.5 × 2.1272742 × scan_B / 5 = 0.21272742 × scan_B, where
+    scan_B = 5 futures × 1.05 × 10 % × 3000 = 1575, so credit_B = 335.04568.
+    """
+    option_table = ATM_CALL_AND_FUTURE.take(np.array([0]))
+    a = _span(option_table, [4.0], mark=[_call(F, F, 30 / 365, 0.6)])
+    b = _span(FUTURES, [-5.0, 0.0])
+    credit_a, credit_b = inter_commodity_credit(
+        a, b, InterCommoditySpread(delta_ratio_a=1.0, delta_ratio_b=1.0, credit_rate=0.5)
+    )
+    assert a.net_delta[0] == pytest.approx(4 * ATM_CALL_COMPOSITE, abs=1e-8)
+    assert credit_a[0] == pytest.approx(0.5 * a.scan_risk[0])
+    assert credit_b[0] == pytest.approx(0.5 * 4 * ATM_CALL_COMPOSITE / 5 * b.scan_risk[0])
+    assert b.scan_risk[0] == pytest.approx(1575.0)
+    assert credit_b[0] == pytest.approx(335.04568, abs=1e-5)
 
 
 def test_same_side_deltas_get_no_inter_credit() -> None:
