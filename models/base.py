@@ -142,6 +142,23 @@ def ewma_fallback(panel: pd.DataFrame, horizon: int) -> pd.Series:
     return pd.Series(np.concatenate(values), index=panel.index, dtype=float)
 
 
+def _date_runs(index: pd.MultiIndex, limit: int = 3) -> str:
+    """``"ETH 2021-10-28..2021-10-29, 2021-11-02; BTC …"``: runs of consecutive days."""
+    frame = index.to_frame(index=False)
+    symbol, date = frame.columns[0], frame.columns[1]
+    parts = []
+    for name, group in frame.groupby(symbol, sort=True):
+        days = pd.DatetimeIndex(group[date]).sort_values()
+        breaks = np.flatnonzero((days[1:] - days[:-1]) != pd.Timedelta(days=1)) + 1
+        runs = [
+            f"{run[0].date()}" if len(run) == 1 else f"{run[0].date()}..{run[-1].date()}"
+            for run in np.split(days, breaks)
+        ]
+        more = f", … ({len(runs) - limit} more)" if len(runs) > limit else ""
+        parts.append(f"{name} {', '.join(runs[:limit])}{more}")
+    return "; ".join(parts)
+
+
 class BaseForecaster(BaseEstimator, ABC):  # type: ignore[misc]
     """Public, validated ``fit``/``forecast``; subclasses implement ``_fit``/``_forecast``.
 
@@ -213,9 +230,11 @@ class BaseForecaster(BaseEstimator, ABC):  # type: ignore[misc]
         if not bad.any():
             return variance.astype(float)
         fallback = ewma_fallback(panel, horizon).reindex(variance.index)
+        named = _date_runs(variance.index[bad])
         warnings.warn(
-            f"{self.name}: {int(bad.sum())} forecast(s) not finite or not positive, "
-            "replaced by EWMA",
+            f"{self.name}: {int(bad.sum())} h={horizon} forecast(s) not finite or not "
+            f"positive (a missing input feature or a degenerate fit), replaced by EWMA: "
+            f"{named}",
             VarianceFloorWarning,
             stacklevel=3,
         )

@@ -9,13 +9,14 @@ a smearing factor estimated on held-out training rows (:class:`LogTargetRegresso
 
 from __future__ import annotations
 
+import warnings
 from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
-from models.base import BaseForecaster, forward_variance, symbol_slices
-from models.errors import ModelInputError
+from models.base import BaseForecaster, ewma_variance, forward_variance, symbol_slices
+from models.errors import FitFallbackWarning, ModelInputError
 from models.logtarget import LogTargetRegressor
 
 TINY = 1e-12  # floor before logs (decimal variance per day)
@@ -33,7 +34,16 @@ class HARForecaster(BaseForecaster):
     window : int or None
         Use only the last ``window`` training rows per symbol (rolling); ``None`` expands.
     min_obs : int
-        Symbols with fewer usable rows are left to the EWMA fallback.
+        A symbol with fewer usable rows at a horizon (e.g. a recent listing: the 30-day
+        term and the h-day target cost 20 + h rows) is not fitted there: it keeps its
+        previous fit if this instance has one, else it is forecast by EWMA (λ = 0.94).
+
+    Attributes
+    ----------
+    regressors_ : dict
+        ``(symbol, horizon) →`` fitted :class:`LogTargetRegressor`.
+    unfitted_ : dict
+        ``(symbol, horizon) →`` why it has no fit (forecast by EWMA).
     """
 
     name = "har"
@@ -59,7 +69,9 @@ class HARForecaster(BaseForecaster):
     def _fit(self, panel: pd.DataFrame) -> None:
         X_all = self._design(panel).to_numpy(dtype=float)
         dates = panel.index.get_level_values("date")
+        previous: dict[tuple[str, int], LogTargetRegressor] = dict(getattr(self, "regressors_", {}))
         self.regressors_: dict[tuple[str, int], LogTargetRegressor] = {}
+        self.unfitted_: dict[tuple[str, int], str] = {}
         for h in self.horizons:
             y_all = forward_variance(panel, h).to_numpy(dtype=float)
             for symbol, rows in symbol_slices(panel):
@@ -68,22 +80,28 @@ class HARForecaster(BaseForecaster):
                 X_ok, y_ok = X[ok], y[ok]
                 if self.window is not None:
                     X_ok, y_ok = X_ok[-self.window :], y_ok[-self.window :]
-                if len(y_ok) < self.min_obs:
-                    self._record_fallback(
-                        symbol,
-                        dates[rows.stop - 1],
-                        f"only {len(y_ok)} usable rows at h={h}",
-                        "forecasting with EWMA",
-                    )
+                if len(y_ok) >= self.min_obs:
+                    reg = LogTargetRegressor(holdout_fraction=self.holdout_fraction, gap=h)
+                    self.regressors_[(symbol, h)] = reg.fit(X_ok, y_ok)
                     continue
-                reg = LogTargetRegressor(holdout_fraction=self.holdout_fraction, gap=h)
-                self.regressors_[(symbol, h)] = reg.fit(X_ok, y_ok)
+                reason = (
+                    f"only {len(y_ok)} usable rows at h={h} (min_obs={self.min_obs}; "
+                    f"history from {dates[rows.start].date()})"
+                )
+                if (symbol, h) in previous:
+                    self.regressors_[(symbol, h)] = previous[(symbol, h)]
+                    action = "kept the previous fit"
+                else:
+                    self.unfitted_[(symbol, h)] = f"fit at {dates[rows.stop - 1].date()}: {reason}"
+                    action = "forecasting with EWMA"
+                self._record_fallback(symbol, dates[rows.stop - 1], reason, action)
 
     def _forecast(self, panel: pd.DataFrame, horizon: int, start: pd.Timestamp | None) -> pd.Series:
         if horizon not in self.horizons:
             raise ModelInputError(
                 f"{self.name} was fitted for horizons {self.horizons}, not {horizon}."
             )
+        full = panel
         if start is not None:
             panel = panel[panel.index.get_level_values("date") >= start]
         X_all = self._design(panel).to_numpy(dtype=float)
@@ -91,13 +109,36 @@ class HARForecaster(BaseForecaster):
         for symbol, rows in symbol_slices(panel):
             reg = self.regressors_.get((symbol, horizon))
             if reg is None:
-                continue  # NaN → EWMA fallback in the base class
+                values[rows] = self._ewma_stand_in(full, panel, symbol, rows, horizon)
+                continue
             X = X_all[rows]
-            ok = np.isfinite(X).all(axis=1)
+            ok = np.isfinite(X).all(axis=1)  # else NaN → EWMA in the base class, warned
             part = np.full(len(X), np.nan)
             part[ok] = reg.predict(X[ok])
             values[rows] = part
         return pd.Series(values, index=panel.index)
+
+    def _ewma_stand_in(
+        self, full: pd.DataFrame, panel: pd.DataFrame, symbol: str, rows: slice, horizon: int
+    ) -> np.ndarray:
+        """EWMA h-day variance (λ = 0.94) of a symbol that has no fit, with a named warning.
+
+        The filter runs over the symbol's whole history in ``full`` (as the base class's
+        fallback does), and the last ``len(rows)`` values are returned: ``panel`` is a
+        date-suffix of ``full`` per symbol.
+        """
+        ret = full["ret"].xs(symbol, level="symbol").to_numpy(dtype=float)
+        n = rows.stop - rows.start
+        stand_in = horizon * np.maximum(ewma_variance(ret), 1e-10)[len(ret) - n :]
+        dates = panel.index.get_level_values("date")[rows]
+        reason = self.unfitted_.get((symbol, horizon), "not in the training panel")
+        warnings.warn(
+            f"{self.name}: no h={horizon} fit for {symbol} ({reason}); {n} forecast(s) "
+            f"{dates[0].date()}..{dates[-1].date()} by EWMA",
+            FitFallbackWarning,
+            stacklevel=4,
+        )
+        return stand_in
 
 
 class HARQForecaster(HARForecaster):

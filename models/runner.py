@@ -68,6 +68,13 @@ def run_evaluation(
     fallbacks = {m: len(f) for m, f in result.walk.fallbacks.items() if f}
     if fallbacks:
         console.print(f"fallbacks (failed fits): {fallbacks}")
+        for items in result.walk.fallbacks.values():
+            for fb in items:
+                console.print(
+                    f"  {fb.model} {fb.symbol} {fb.date:%Y-%m-%d}: {fb.reason}; {fb.action}",
+                    markup=False,
+                    highlight=False,
+                )
     if caught:
         console.print(f"{len(caught)} warning(s) during the walk-forward")
     out.mkdir(parents=True, exist_ok=True)

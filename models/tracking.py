@@ -1,6 +1,8 @@
 """Thin MLflow layer: one parent run per evaluation, one nested run per model.
 
-This is the only module of the project that talks to MLflow. The store defaults to
+With :mod:`models.pyfunc_logging` (how a fitted forecaster is logged as a model) and
+:mod:`models.pyfunc_model` (the logged model's code), this is the only module of the project
+that talks to MLflow. The store defaults to
 ``sqlite:///<cwd>/mlruns/mlflow.db`` with artifacts in ``<cwd>/mlruns/artifacts`` and is
 overridden by ``MLFLOW_TRACKING_URI``. Metric names are uniform across models so the UI's
 chart view and parallel-coordinates plot compare them directly:
@@ -16,6 +18,7 @@ import os
 import subprocess
 import tempfile
 import time
+import warnings
 from collections.abc import Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -26,8 +29,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.base import INDEX_NAMES, BaseForecaster
+from models.base import BaseForecaster
 from models.evaluation import EvaluationResult
+from models.pyfunc_logging import log_forecaster, quiet_model_logging
 
 EXPERIMENT = "xmargin-vol"
 REGISTERED_NAME = "xmargin-vol-h{horizon}"
@@ -82,41 +86,6 @@ def code_version() -> str:
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-
-
-def _pyfunc_base() -> type:
-    import mlflow.pyfunc
-
-    return mlflow.pyfunc.PythonModel  # type: ignore[no-any-return]
-
-
-class VolForecasterModel(_pyfunc_base()):  # type: ignore[misc]
-    """MLflow pyfunc wrapper: a fitted forecaster that forecasts from a daily panel.
-
-    ``predict`` takes the daily panel of ``features.matrix.build_daily_panel`` (either
-    indexed by ``(symbol, date)`` or with ``symbol`` and ``date`` columns) and returns
-    ``symbol, date, horizon, variance, volatility`` (decimal, per horizon). ``params``
-    may override the horizon: ``{"horizon": 7}``.
-    """
-
-    def __init__(self, forecaster: BaseForecaster, horizon: int) -> None:
-        self.forecaster = forecaster
-        self.horizon = horizon
-
-    def predict(
-        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
-    ) -> pd.DataFrame:
-        """h-day variance and volatility forecasts at every date of ``model_input``."""
-        panel = model_input
-        if not isinstance(panel.index, pd.MultiIndex):
-            panel = panel.assign(date=pd.to_datetime(panel["date"], utc=True))
-            panel = panel.set_index(list(INDEX_NAMES)).sort_index()
-        horizon = int((params or {}).get("horizon", self.horizon))
-        fc = self.forecaster.forecast(panel, horizon)
-        out = fc.variance.reset_index()
-        out.insert(2, "horizon", horizon)
-        out["volatility"] = np.sqrt(out["variance"])
-        return out
 
 
 @dataclass(frozen=True)
@@ -348,7 +317,11 @@ def log_evaluation(
         tags={**tags, "kind": "evaluation"},
     ) as parent:
         mlflow.log_params({**common, "models": ",".join(result.walk.models)})
-        mlflow.log_input(dataset, context="evaluation")
+        with warnings.catch_warnings():
+            # The dataset's schema is inferred here; its integer column (n_hours) never
+            # has missing values, so MLflow's hint about integer columns does not apply.
+            warnings.filterwarnings("ignore", "Hint: Inferred schema contains integer column")
+            mlflow.log_input(dataset, context="evaluation")
         with tempfile.TemporaryDirectory() as tmp:
             table = Path(tmp) / "forecast_metrics.csv"
             result.metrics.to_csv(table, index=False)
@@ -376,13 +349,8 @@ def log_evaluation(
                 # Models first: MLflow links a run's existing metrics to every model logged
                 # after them, one history query per metric and model.
                 if log_models:
-                    for h in config.horizons:
-                        info = mlflow.pyfunc.log_model(
-                            name=f"model_h{h}",
-                            python_model=VolForecasterModel(fitted, h),
-                            pip_requirements=pins,
-                        )
-                        model_uris[(model, h)] = info.model_uri
+                    for h, uri_h in log_forecaster(fitted, config.horizons, pins).items():
+                        model_uris[(model, h)] = uri_h
                         _log_lightgbm(fitted, h, pins)
                 metrics = _metrics_for(result.details, model)
                 metrics["n_fallbacks"] = float(len(result.walk.fallbacks[model]))
@@ -417,9 +385,10 @@ def _log_lightgbm(fitted: BaseForecaster, horizon: int, pins: list[str]) -> None
             suffix = "" if key == "*" else f"_{key}"
             # The booster (LightGBM's own text format), not the scikit-learn wrapper: no
             # pickle, and no import of MLflow's scikit-learn flavour (seconds per run).
-            mlflow.lightgbm.log_model(
-                reg.estimator_.booster_, name=f"lightgbm_h{h}{suffix}", pip_requirements=pins
-            )
+            with quiet_model_logging():
+                mlflow.lightgbm.log_model(
+                    reg.estimator_.booster_, name=f"lightgbm_h{h}{suffix}", pip_requirements=pins
+                )
 
 
 def _register(
