@@ -609,9 +609,9 @@ def margin_vs_static_split(
 def backtest_metrics(summary: pd.DataFrame, model: str = CHAMPION) -> dict[str, float]:
     """Flat metrics of one model's summary rows, named for MLflow.
 
-    Names: ``bt_<stat>_<LEVEL>_<side>_<SYMBOL>`` for ``breach_rate``, ``kupiec_p``,
-    ``christoffersen_cc_p``, ``avg_margin``, ``peak_to_trough`` and ``max_increase_5d``
-    (missing values are left out).
+    Names: ``bt_<stat>_<SYMBOL>_<LEVEL>_<side>`` (the order of :func:`run_metrics`) for
+    ``breach_rate``, ``kupiec_p``, ``christoffersen_cc_p``, ``avg_margin``,
+    ``peak_to_trough`` and ``max_increase_5d`` (missing values are left out).
     """
     stats_ = (
         "breach_rate",
@@ -626,7 +626,7 @@ def backtest_metrics(summary: pd.DataFrame, model: str = CHAMPION) -> dict[str, 
         for stat in stats_:
             value = getattr(row, stat)
             if value is not None and np.isfinite(value):
-                out[f"bt_{stat}_{row.level}_{row.side}_{row.symbol}"] = float(value)
+                out[f"bt_{stat}_{row.symbol}_{row.level}_{row.side}"] = float(value)
     return out
 
 

@@ -441,7 +441,7 @@ def log_parameter_run(
     params : Mapping[str, str]
         Run parameters (champion, confidences, horizon, parameter-set id, data digest).
     metrics : Mapping[str, float]
-        Flat metrics, e.g. ``margin.backtest.backtest_metrics`` (``bt_breach_rate_IM_long_BTC``)
+        Flat metrics, e.g. ``margin.backtest.backtest_metrics`` (``bt_breach_rate_BTC_IM_long``)
         and the scan ranges; non-finite values are left out.
     artifacts : Mapping[str, bytes]
         Files to attach under ``report/`` (file name → content).

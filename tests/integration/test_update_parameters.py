@@ -72,7 +72,7 @@ def test_champion_is_registered_in_mlflow(
     param_run = runs[0]
     assert param_run.data.tags["forecast_run_id"] == parent
     assert param_run.data.params["as_of"] == AS_OF
-    assert "bt_breach_rate_IM_long_BTC" in param_run.data.metrics
+    assert "bt_breach_rate_BTC_IM_long" in param_run.data.metrics
     published_long = params["underlyings"]["BTC"]["scan_im"]["long"]
     assert param_run.data.metrics["scan_im_long_BTC"] == pytest.approx(published_long, rel=1e-9)
     report = {a.path for a in client.list_artifacts(param_run.info.run_id, "report")}

@@ -162,7 +162,7 @@ def test_backtest_metrics_names(result) -> None:  # type: ignore[no-untyped-def]
         & (result.summary["level"] == "IM")
         & (result.summary["side"] == "long")
     ].iloc[0]
-    assert metrics["bt_kupiec_p_IM_long_AAA"] == row["kupiec_p"]
+    assert metrics["bt_kupiec_p_AAA_IM_long"] == row["kupiec_p"]
 
 
 def test_margin_vs_static_split(result) -> None:  # type: ignore[no-untyped-def]
