@@ -8,11 +8,11 @@ were issued.
 
 All liquidatable accounts advance together, one order each per *round*: a round gathers the
 contribution of every held position from the risk arrays (one column gather), picks each
-account's top contributor with one ``lexsort``, closes one chunk of it, and re-evaluates only
-the accounts still being liquidated with :func:`~margin.engine.compute_margin` on a sub-book of
-their reduced positions (scanned in double precision, so the figures are those
-:class:`~margin.whatif.WhatIf` gives for the same positions). Python loops run over rounds
-only, never over accounts.
+account's top contributor with segmented reductions (``np.minimum.reduceat``), closes one
+chunk of it, and re-evaluates only the accounts still being liquidated with
+:func:`~margin.engine.compute_margin` on a sub-book of their reduced positions (scanned in
+double precision, so the figures are those :class:`~margin.whatif.WhatIf` gives for the same
+positions). Python loops run over rounds only, never over accounts.
 
 Closing at the mark leaves equity unchanged apart from the estimated slippage, taken from a
 square-root impact model (Almgren et al. 2005; Tóth et al. 2011)::
