@@ -67,6 +67,14 @@ def artifact_location(uri: str) -> str | None:
     return None
 
 
+def _experiment_id(client: Any, experiment: str, uri: str) -> str:
+    """Id of ``experiment``, created with its artifacts next to a SQLite store if missing."""
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        return str(found.experiment_id)
+    return str(client.create_experiment(experiment, artifact_location=artifact_location(uri)))
+
+
 def panel_digest(panel: pd.DataFrame) -> str:
     """SHA-256 (first 16 hex digits) of the panel's values and index."""
     hashed = pd.util.hash_pandas_object(panel, index=True).to_numpy()
@@ -277,12 +285,7 @@ def log_evaluation(
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     client = MlflowClient(uri, uri)
-    found = client.get_experiment_by_name(experiment)
-    experiment_id = (
-        found.experiment_id
-        if found is not None
-        else client.create_experiment(experiment, artifact_location=artifact_location(uri))
-    )
+    experiment_id = _experiment_id(client, experiment, uri)
     digest = panel_digest(panel)
     symbols = sorted(str(s) for s in panel.index.unique(level="symbol"))
     config = result.walk.config
@@ -460,12 +463,7 @@ def log_parameter_run(
 
     uri = tracking_uri()
     client = MlflowClient(uri, uri)
-    found = client.get_experiment_by_name(experiment)
-    experiment_id = (
-        found.experiment_id
-        if found is not None
-        else client.create_experiment(experiment, artifact_location=artifact_location(uri))
-    )
+    experiment_id = _experiment_id(client, experiment, uri)
     run = client.create_run(
         experiment_id,
         run_name=f"parameters {as_of}",
@@ -552,12 +550,7 @@ def log_backtest_run(
 
     uri = tracking_uri()
     client = MlflowClient(uri, uri)
-    found = client.get_experiment_by_name(experiment)
-    experiment_id = (
-        found.experiment_id
-        if found is not None
-        else client.create_experiment(experiment, artifact_location=artifact_location(uri))
-    )
+    experiment_id = _experiment_id(client, experiment, uri)
     base_tags = {"kind": "backtest", **(tags or {})}
     run_params = [Param(k, str(v)) for k, v in sorted(params.items())]
     now = int(time.time() * 1000)

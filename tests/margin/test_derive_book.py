@@ -32,15 +32,6 @@ MULTI_EXPIRY_CASES = (
 )
 
 
-@pytest.fixture(scope="module")
-def case_dir(conformance_dir: Path) -> Path:
-    """The Derive case folder; skip when it is absent."""
-    folder = conformance_dir / "derive_pmrm2"
-    if not folder.is_dir():
-        pytest.skip(f"Derive PMRM_2 cases not found at {folder}")
-    return folder
-
-
 def _random_accounts(market: DeriveMarket, n: int, seed: int) -> DeriveAccounts:
     """Random holdings; about a third of the accounts hold no option at all."""
     rng = np.random.default_rng(seed)

@@ -52,15 +52,6 @@ EXPECTED_CASE_COUNT = 60
 cases = pytest.mark.parametrize("name", _CASE_NAMES)
 
 
-@pytest.fixture(scope="module")
-def case_dir(conformance_dir: Path) -> Path:
-    """The Derive case folder; skip when it is absent."""
-    folder = conformance_dir / "derive_pmrm2"
-    if not folder.is_dir():
-        pytest.skip(f"Derive PMRM_2 cases not found at {folder}")
-    return folder
-
-
 @cache
 def _run(path: Path) -> tuple[DeriveCase, DeriveMarginResult]:
     case = load_derive_case(path)

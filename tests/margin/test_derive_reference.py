@@ -45,15 +45,6 @@ CASES = (
 )
 
 
-@pytest.fixture(scope="module")
-def case_dir(conformance_dir: Path) -> Path:
-    """The Derive case folder; skip when it is absent."""
-    folder = conformance_dir / "derive_pmrm2"
-    if not folder.is_dir():
-        pytest.skip(f"Derive PMRM_2 cases not found at {folder}")
-    return folder
-
-
 def _widened(market: DeriveMarket, shuffled: bool = True) -> DeriveMarket:
     """The market with a call and a put at 0.8, 0.9, 1.0, 1.1 and 1.2 × each listed strike.
 
